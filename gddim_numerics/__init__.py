@@ -1,0 +1,34 @@
+"""gddim-numerics: generalized DDIM exponential integrators for any linear diffusion.
+
+Host numerics (float64 NumPy/SciPy): diffusions, their exact transition matrices, covariances and
+gDDIM factors, time grids, and sampler plans. Array execution lives in
+:mod:`gddim_numerics.backends`; studies and the command line in :mod:`gddim_numerics.validation`.
+"""
+
+from .bases import DCTBasis, IdentityBasis
+from .bdm import BDM
+from .cld import CLD
+from .diffusion import LinearDiffusion
+from .linear_sde import ConstantCoefficientSDE, LinearSDE
+from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
+from .ve import VESDE
+from .vp import VPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BDM",
+    "CLD",
+    "ConstantCoefficientSDE",
+    "CosineSchedule",
+    "DCTBasis",
+    "DiscreteSchedule",
+    "IdentityBasis",
+    "LinearBetaSchedule",
+    "LinearDiffusion",
+    "LinearSDE",
+    "NoiseSchedule",
+    "TanLogSNRSchedule",
+    "VESDE",
+    "VPSDE",
+]

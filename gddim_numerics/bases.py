@@ -1,0 +1,57 @@
+"""Orthonormal bases in which a diffusion splits into independent ``k x k`` modes.
+
+The host side only *describes* the basis; the array backends apply it to the caller's arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IdentityBasis:
+    """The state's own coordinates: one mode (``M = 1``) or an explicit dense block."""
+
+    kind: str = "identity"
+
+
+@dataclass(frozen=True)
+class DCTBasis:
+    """Orthonormal 2-D DCT-II over two image axes.
+
+    With ``V^T`` the orthonormal DCT-II, the state ``x`` of shape ``(..., H, W)`` has frequency
+    coordinates ``y = V^T x``; mode ``m = i * W + j`` is the frequency pair ``(i, j)``.
+    """
+
+    shape: tuple[int, int]
+    kind: str = "dct2"
+
+    def matrix(self, axis: int) -> np.ndarray:
+        """Orthonormal DCT-II matrix ``D`` of size ``n x n`` for image axis 0 or 1 (``y = D x``)."""
+        return dct_matrix(self.shape[axis])
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """Laplacian eigenvalues ``Lambda_ij = (pi i / H)^2 + (pi j / W)^2``, flattened row-major."""
+        h, w = self.shape
+        li = (np.pi * np.arange(h) / h) ** 2
+        lj = (np.pi * np.arange(w) / w) ** 2
+        return (li[:, None] + lj[None, :]).reshape(-1)
+
+
+@lru_cache(maxsize=32)
+def dct_matrix(n: int) -> np.ndarray:
+    r"""Orthonormal DCT-II matrix :math:`D_{ij} = c_i \cos(\pi (2j + 1) i / (2n))`.
+
+    ``c_0 = sqrt(1/n)``, ``c_i = sqrt(2/n)`` otherwise, so that ``D @ D.T = I`` and ``D @ x`` equals
+    ``scipy.fft.dct(x, type=2, norm="ortho")``.
+    """
+    i = np.arange(n)[:, None]
+    j = np.arange(n)[None, :]
+    d = np.cos(np.pi * (2 * j + 1) * i / (2 * n)) * np.sqrt(2.0 / n)
+    d[0] /= np.sqrt(2.0)
+    d.setflags(write=False)
+    return d
