@@ -9,7 +9,11 @@ from .bases import DCTBasis, IdentityBasis
 from .bdm import BDM
 from .cld import CLD
 from .diffusion import LinearDiffusion
+from .grids import GRID_KINDS, check_grid, time_grid
 from .linear_sde import ConstantCoefficientSDE, LinearSDE
+from .plans import GDDIM
+from .result import SampleResult, StepInfo
+from .sampling import METHODS, Method, register_method, sample
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
 from .ve import VESDE
 from .vp import VPSDE
@@ -17,6 +21,16 @@ from .vp import VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
+    "GDDIM",
+    "GRID_KINDS",
+    "METHODS",
+    "Method",
+    "SampleResult",
+    "StepInfo",
+    "check_grid",
+    "register_method",
+    "sample",
+    "time_grid",
     "BDM",
     "CLD",
     "ConstantCoefficientSDE",

@@ -27,6 +27,18 @@ from .schedules import CosineSchedule, NoiseSchedule, TanLogSNRSchedule
 BDM_SCHEDULES = ("gddim", "bdm")
 
 
+def _image_shape(image_shape) -> tuple[int, int]:
+    """``(H, W)`` as two Python ints >= 2, refusing anything else (no rounding, no guessing)."""
+    valid = (
+        isinstance(image_shape, (tuple, list))
+        and len(image_shape) == 2
+        and all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in image_shape)
+    )
+    if not valid or min(image_shape) < 2:
+        raise ValueError(f"image_shape must be two integers >= 2, (H, W); got {image_shape!r}")
+    return (int(image_shape[0]), int(image_shape[1]))
+
+
 class BDM(ScalarModesDiffusion):
     """Blurring diffusion for images of shape ``image_shape = (H, W)``.
 
@@ -52,10 +64,8 @@ class BDM(ScalarModesDiffusion):
         min_scale: float = 1e-3,
         t_end: float = 1e-5,
     ):
-        shape = tuple(int(n) for n in np.atleast_1d(image_shape))
-        if len(shape) != 2 or min(shape) < 2 or any(int(n) != n for n in np.atleast_1d(image_shape)):
-            raise ValueError(f"image_shape must be two integers >= 2 (H, W); got {image_shape!r}")
-        self.image_shape = shape
+        self.image_shape = _image_shape(image_shape)
+        shape = self.image_shape
         self.basis = DCTBasis(shape)
         self.n_modes = shape[0] * shape[1]
         self.blur_sigma_max = positive(blur_sigma_max, "blur_sigma_max", allow_zero=True)

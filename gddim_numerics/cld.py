@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import positive
+from ._checks import positive, symmetric_positive_definite
 from .linear_sde import ConstantCoefficientSDE
 
 
@@ -51,7 +51,7 @@ class CLD(ConstantCoefficientSDE):
         A = np.array([[0.0, self.mass_inv], [-1.0, -self.gamma_friction * self.mass_inv]])
         Q = np.array([[0.0, 0.0], [0.0, 2.0 * self.gamma_friction]])
         b0, b1 = self.beta0, self.beta1
-        sig0 = np.asarray(initial_covariance, dtype=np.float64)
+        sig0 = symmetric_positive_definite(initial_covariance, "initial_covariance", allow_semidefinite=True)
         super().__init__(
             A,
             Q,
@@ -68,9 +68,7 @@ class CLD(ConstantCoefficientSDE):
         if not self.critical:
             return super().transition(t, s)
         t = self.check_times(t, "t")
-        s = np.asarray(s, dtype=np.float64)
-        if np.any(s != 0):
-            s = self.check_times(s, "s")
+        s = self.check_source_times(s, "s")
         b = self.beta_integral(t) - self.beta_integral(s)
         a = self.gamma_friction * self.mass_inv
         e = np.exp(-0.5 * a * b)

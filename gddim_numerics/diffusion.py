@@ -99,6 +99,12 @@ class LinearDiffusion(abc.ABC):
         """Return ``t`` as float64 after checking it lies in :attr:`time_range`."""
         return times_in_range(t, *self.time_range, name=name)
 
+    def check_source_times(self, s, name: str = "s") -> np.ndarray:
+        r"""Like :meth:`check_times`, but also admits ``s = 0`` (the data time of :math:`\Psi(t, 0)`)."""
+        s = as_times(s, name)
+        times_in_range(s[s != 0], *self.time_range, name=name)
+        return s
+
     def mean_coefficient(self, t) -> np.ndarray:
         r"""Mean map :math:`\Psi(t, 0)`: the kernel mean is ``Psi(t, 0) @ u0``."""
         return self.transition(t, 0.0)
@@ -187,14 +193,8 @@ class ScalarModesDiffusion(LinearDiffusion):
 
     def transition(self, t, s) -> np.ndarray:
         t = self.check_times(t, "t")
-        s = as_times(s, "s")
-        if np.any(s != 0):
-            s = self.check_times(s, "s")
+        s = self.check_source_times(s, "s")
         return self._as_blocks(np.exp(self._log_mean(t) - self._log_mean(s)))
-
-    def mean_coefficient(self, t) -> np.ndarray:
-        t = self.check_times(t)
-        return self._as_blocks(np.exp(self._log_mean(t)))
 
     def covariance(self, t) -> np.ndarray:
         t = self.check_times(t)

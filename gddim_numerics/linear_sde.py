@@ -119,9 +119,7 @@ class ConstantCoefficientSDE(MatrixDiffusion):
     # exact quantities ------------------------------------------------------------------------
     def transition(self, t, s) -> np.ndarray:
         t = self.check_times(t, "t")
-        s = as_times(s, "s")
-        if np.any(s != 0):
-            s = self.check_times(s, "s")
+        s = self.check_source_times(s, "s")
         r = self.beta_integral(t) - self.beta_integral(s)
         return expm(r[..., None, None] * self.A)[..., None, :, :]
 
@@ -182,12 +180,9 @@ class LinearSDE(MatrixDiffusion):
         k = f1.shape[0]
         self.block_size, self.n_modes = k, 1
         for probe in (self.time_range[0], 0.5 * sum(self.time_range), self.time_range[1]):
-            if np.shape(F(probe)) != (k, k) or not np.all(np.isfinite(F(probe))):
+            if not np.all(np.isfinite(self._call("F", probe))):
                 raise ValueError(f"F(t) must return a finite ({k}, {k}) array at every t; failed at t={probe:g}")
-            symmetric_positive_definite(np.asarray(GGT(probe), dtype=np.float64).reshape(np.shape(GGT(probe))),
-                                        f"GGT({probe:g})", allow_semidefinite=True)
-            if np.shape(GGT(probe)) != (k, k):
-                raise ValueError(f"GGT(t) must return a ({k}, {k}) array; got {np.shape(GGT(probe))}")
+            symmetric_positive_definite(self._call("GGT", probe), f"GGT({probe:g})", allow_semidefinite=True)
         sig0 = np.zeros((k, k)) if initial_covariance is None else initial_covariance
         self._sigma0 = symmetric_positive_definite(sig0, "initial_covariance", allow_semidefinite=True)[None]
         if self._sigma0.shape != (1, k, k):
@@ -196,17 +191,24 @@ class LinearSDE(MatrixDiffusion):
             raise ValueError("initial_covariance is singular; give time_range a positive lower bound")
         self.rtol, self.atol = float(rtol), float(atol)
 
-    def _eval(self, fn, t) -> np.ndarray:
-        t = self.check_times(t)
+    def _call(self, name: str, t: float) -> np.ndarray:
+        """``F(t)`` or ``GGT(t)`` for a float ``t``, refusing a result of the wrong shape."""
         k = self.block_size
-        out = np.array([np.asarray(fn(float(x)), dtype=np.float64) for x in t.ravel()]).reshape(t.shape + (1, k, k))
+        out = np.asarray((self._F if name == "F" else self._GGT)(t), dtype=np.float64)
+        if out.shape != (k, k):
+            raise ValueError(f"{name}(t) must return a ({k}, {k}) array at every t; got shape {out.shape} at t={t:g}")
         return out
 
+    def _eval(self, name: str, t) -> np.ndarray:
+        t = self.check_times(t)
+        k = self.block_size
+        return np.array([self._call(name, float(x)) for x in t.ravel()]).reshape(t.shape + (1, k, k))
+
     def drift(self, t) -> np.ndarray:
-        return self._eval(self._F, t)
+        return self._eval("F", t)
 
     def diffusion(self, t) -> np.ndarray:
-        return self._eval(self._GGT, t)
+        return self._eval("GGT", t)
 
     @property
     def initial_covariance(self) -> np.ndarray:
@@ -217,7 +219,7 @@ class LinearSDE(MatrixDiffusion):
         k = self.block_size
 
         def rhs(t, y):
-            return (np.asarray(self._F(t)) @ y.reshape(k, k)).ravel()
+            return (self._call("F", t) @ y.reshape(k, k)).ravel()
 
         sol = solve_ivp(rhs, (0.0, self.time_range[1]), np.eye(k).ravel(), method="DOP853",
                         rtol=self.rtol, atol=self.atol, dense_output=True)
@@ -231,8 +233,8 @@ class LinearSDE(MatrixDiffusion):
 
         def rhs(t, y):
             s = y.reshape(k, k)
-            f = np.asarray(self._F(t))
-            return (f @ s + s @ f.T + np.asarray(self._GGT(t))).ravel()
+            f = self._call("F", t)
+            return (f @ s + s @ f.T + self._call("GGT", t)).ravel()
 
         sol = solve_ivp(rhs, (0.0, self.time_range[1]), self._sigma0[0].ravel(), method="DOP853",
                         rtol=self.rtol, atol=self.atol, dense_output=True)
@@ -250,9 +252,7 @@ class LinearSDE(MatrixDiffusion):
 
     def transition(self, t, s) -> np.ndarray:
         t = self.check_times(t, "t")
-        s = as_times(s, "s")
-        if np.any(s != 0):
-            s = self.check_times(s, "s")
+        s = self.check_source_times(s, "s")
         t, s = np.broadcast_arrays(t, s)
         return self.mean_coefficient(t) @ np.linalg.inv(self._dense(self._psi_solution, s))
 

@@ -142,6 +142,8 @@ class DiscreteSchedule(NoiseSchedule):
     continuously differentiable PCHIP spline in ``t``, so the table's values are reproduced at its
     grid points and :math:`\tfrac{d\lambda}{dt} \le 0` everywhere. The time range is
     ``[1/N, 1]``. :math:`\tfrac{d}{dt}\log\bar\alpha = (1 - \bar\alpha)\tfrac{d\lambda}{dt}`.
+    ``t = 0`` is the clean data point (DDPM's :math:`x_0`, :math:`\bar\alpha = 1`), so the kernel
+    of a data point has :math:`\Sigma_0 = 0` and mean map :math:`\Psi(t, 0) = \sqrt{\bar\alpha_t}`.
     """
 
     def __init__(self, alphas_cumprod=None, betas=None):
@@ -171,7 +173,9 @@ class DiscreteSchedule(NoiseSchedule):
         self.time_range = (float(self.table_times[0]), 1.0)
 
     def log_snr(self, t):
-        return self._lam(np.asarray(t, dtype=np.float64))
+        t = np.asarray(t, dtype=np.float64)
+        lam = self._lam(np.where(t == 0.0, self.table_times[0], t))
+        return np.where(t == 0.0, np.inf, lam)
 
     def log_alpha_bar(self, t):
         return -np.logaddexp(0.0, -self.log_snr(t))

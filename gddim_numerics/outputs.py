@@ -1,0 +1,68 @@
+r"""Network output types and their exact conversions (MATH.md §6).
+
+A network returns one of
+
+``"eps_R"``  :math:`\epsilon_R`, the noise of the gDDIM factor: :math:`u = \Psi(t,0)u_0 + R_t\epsilon_R`;
+``"eps_L"``  :math:`\epsilon_L = L_t^{-1}R_t\epsilon_R` (Cholesky factor);
+``"score"``  :math:`s = \nabla\log p_t = -R_t^{-\top}\epsilon_R`;
+``"data"``   :math:`D = \mathbb E[u_0\mid u_t] = \Psi(0,t)(u + \Sigma_t s)` (the full state; for CLD
+             the velocity entry too).
+
+Every conversion into a sampler's quantity :math:`\epsilon_K` (``K`` = ``"R"`` or ``"L"``) is affine,
+:math:`\epsilon_K = a_t u + b_t y`, and so is the data prediction :math:`D = c_t u + d_t y`; this
+module returns those per-mode ``(M, k, k)`` coefficients (``None`` for a zero ``a``/``c``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
+
+OUTPUT_TYPES = ("eps_R", "eps_L", "score", "data")
+FACTORS = ("R", "L")
+
+
+def check_output_type(output: str) -> str:
+    """Validate a network output type name."""
+    if output not in OUTPUT_TYPES:
+        raise ValueError(f"output must be one of {OUTPUT_TYPES}; got {output!r}")
+    return output
+
+
+def factor(diffusion: LinearDiffusion, t, which: str) -> np.ndarray:
+    """The square root ``K_t`` named ``which`` (``"R"``: gDDIM factor, ``"L"``: Cholesky)."""
+    if which == "R":
+        return diffusion.gddim_factor(t)
+    if which == "L":
+        return diffusion.cholesky(t)
+    raise ValueError(f"factor must be one of {FACTORS}; got {which!r}")
+
+
+def to_noise(diffusion: LinearDiffusion, t, output: str, which: str = "R"):
+    r"""Coefficients ``(a, b)`` with :math:`\epsilon_K = a u + b y` for output type ``output``.
+
+    ``a`` is ``None`` when zero; ``b`` is ``None`` when the identity.
+    """
+    check_output_type(output)
+    k_inv = batched_inverse(factor(diffusion, t, which))
+    if output == "eps_" + which:
+        return None, None
+    if output in ("eps_R", "eps_L"):
+        return None, k_inv @ factor(diffusion, t, output[-1])
+    if output == "score":
+        return None, -batched_transpose(factor(diffusion, t, which))
+    # data: eps_K = K^{-1} (u - Psi(t, 0) D)
+    return k_inv, -k_inv @ diffusion.mean_coefficient(t)
+
+
+def to_data(diffusion: LinearDiffusion, t, output: str):
+    r"""Coefficients ``(c, d)`` with :math:`D = c u + d y` (``c`` ``None`` when zero)."""
+    check_output_type(output)
+    psi_inv = batched_inverse(diffusion.mean_coefficient(t))
+    if output == "data":
+        return None, np.broadcast_to(np.eye(diffusion.block_size), psi_inv.shape).copy()
+    if output == "score":
+        return psi_inv, psi_inv @ diffusion.covariance(t)
+    k = factor(diffusion, t, output[-1])
+    return psi_inv, -psi_inv @ k

@@ -1,0 +1,265 @@
+r"""Sampler plans: every table one sampler needs for one grid, built once in float64.
+
+Deterministic gDDIM (MATH.md §3.2–3.3), factor ``K`` (``"R"``: gDDIM, ``"L"``: Cholesky ablation):
+
+.. math::
+    u_{k+1} = \Psi(t_{k+1}, t_k)\,u_k + \sum_{j<q_k} C_{kj}\,\epsilon_{k-j},\qquad
+    C_{kj} = \int_{t_k}^{t_{k+1}} \tfrac12\Psi(t_{k+1},\tau)G_\tau G_\tau^\top K_\tau^{-\top}\ell_{kj}(\tau)\,d\tau,
+
+with the closed form :math:`C = R_{t_{k+1}} - \Psi(t_{k+1}, t_k)R_{t_k}` when ``K = R`` and
+``q_k = 1``, warm-up ``q_k = min(q, k + 1)`` (and optionally ``q_k <= N - k`` at the end).
+
+Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
+
+.. math::
+    u_{k+1} = \Psi u_k + (\hat\Psi - \Psi)R_{t_k}\,\epsilon_k + P^{1/2} z_k,\quad
+    \partial_t\hat\Psi = \hat F\hat\Psi,\ \hat F = F + \tfrac{1+\lambda^2}{2}GG^\top\Sigma^{-1},\quad
+    \tfrac{dP}{d\tau} = \hat FP + P\hat F^\top - \lambda^2GG^\top\ (\tau: s \downarrow t,\ P(s) = 0).
+
+Optional final denoising step (MATH.md §3.6) from ``t_end`` to 0: one Euler step of the
+:math:`\lambda = 1` reverse drift without noise, one more evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
+from .grids import check_grid
+from .outputs import FACTORS, check_output_type, factor, to_data, to_noise
+from .quadrature import exponential_weights
+from .tables import StepTables, concatenate
+
+MAX_ORDER = 4
+
+
+def _check_order(order) -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+        raise ValueError(f"order must be an integer in 1..{MAX_ORDER}; got {order!r}")
+    return int(order)
+
+
+def _check_lam(lam) -> float:
+    lam = float(lam)
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam (lambda) must be a finite number >= 0; got {lam!r}")
+    return lam
+
+
+def step_orders(n_steps: int, order: int, lower_order_final: bool = False) -> np.ndarray:
+    """``q_k = min(q, k + 1)`` (warm-up), and ``<= N - k`` with ``lower_order_final``."""
+    k = np.arange(n_steps)
+    q = np.minimum(order, k + 1)
+    if lower_order_final:
+        q = np.minimum(q, n_steps - k)
+    return q
+
+
+def eps_kernel(diffusion: LinearDiffusion, which: str = "R"):
+    r"""Integrand :math:`\tfrac12\Psi(t,\tau)G_\tau G_\tau^\top K_\tau^{-\top}` of the ε-form weights."""
+
+    def kernel(t, tau):
+        k_inv_t = batched_transpose(batched_inverse(factor(diffusion, tau, which)))
+        return 0.5 * diffusion.transition(t, tau) @ diffusion.diffusion(tau) @ k_inv_t
+
+    return kernel
+
+
+def _io_tables(diffusion, times, output, which):
+    a, b = to_noise(diffusion, times, output, which)
+    c, d = to_data(diffusion, times, output)
+    return dict(input_state=a, input_output=b, data_state=c, data_output=d)
+
+
+def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_name: str = "R",
+                         output: str = "eps_R", lower_order_final: bool = False,
+                         n_nodes: int = 20, max_ratio: float = 1.5) -> StepTables:
+    """Tables of deterministic (multistep) gDDIM on the grid ``ts``."""
+    ts = np.asarray(ts, dtype=np.float64)
+    s, t = ts[:-1], ts[1:]
+    orders = step_orders(len(s), order, lower_order_final)
+    psi = diffusion.transition(t, s)
+    needs_quadrature = orders > 1 if factor_name == "R" else np.ones_like(orders, dtype=bool)
+    hist = np.zeros((len(s), int(orders.max())) + psi.shape[1:])
+    if np.any(needs_quadrature):
+        idx = np.flatnonzero(needs_quadrature)
+        # quadrature on the full grid restricted to these steps: zero orders elsewhere
+        sub_orders = np.where(needs_quadrature, orders, 1)
+        weights = exponential_weights(eps_kernel(diffusion, factor_name), ts, sub_orders,
+                                      n_nodes=n_nodes, max_ratio=max_ratio)
+        hist[idx, : weights.shape[1]] = weights[idx]
+    if factor_name == "R":
+        single = orders == 1
+        r = diffusion.gddim_factor(ts)
+        hist[single, 0] = (r[1:] - psi @ r[:-1])[single]
+    return StepTables(ts=ts, state=psi, history=hist, orders=orders,
+                      info=dict(method="gddim", order=order, factor=factor_name, output=output),
+                      **_io_tables(diffusion, s, output, factor_name))
+
+
+def stochastic_coefficients(diffusion: LinearDiffusion, s: float, t: float, lam: float):
+    r"""``(Psi_hat(t, s), P_st)`` of one stochastic step from ``s`` down to ``t``.
+
+    Closed forms for commuting (``k = 1``) modes:
+    :math:`\hat\Psi = (\mu_t/\mu_s)^{-\lambda^2}(\Sigma_t/\Sigma_s)^{(1+\lambda^2)/2}`,
+    :math:`P = \Sigma_t(1 - \rho^{2\lambda^2})`, :math:`\rho^2 = \Sigma_t\mu_s^2/(\Sigma_s\mu_t^2)`;
+    otherwise one DOP853 solve (rtol 1e-12) of the joint ODE for :math:`\hat\Psi` and ``P``.
+    """
+    lam2 = lam * lam
+    if isinstance(diffusion, ScalarModesDiffusion):
+        log_ratio_mean = np.log(diffusion.transition(t, s))
+        log_ratio_var = np.log(diffusion.covariance(t)) - np.log(diffusion.covariance(s))
+        psi_hat = np.exp(-lam2 * log_ratio_mean + 0.5 * (1 + lam2) * log_ratio_var)
+        log_rho2 = log_ratio_var - 2.0 * log_ratio_mean
+        p = -diffusion.covariance(t) * np.expm1(lam2 * log_rho2)
+        return psi_hat, p
+    m, k = diffusion.shape
+    eye = np.broadcast_to(np.eye(k), (m, k, k))
+
+    def rhs(tau, y):
+        ph, p = y[: m * k * k].reshape(m, k, k), y[m * k * k:].reshape(m, k, k)
+        gg = diffusion.diffusion(tau)
+        f_hat = diffusion.drift(tau) + 0.5 * (1 + lam2) * gg @ diffusion.covariance_inv(tau)
+        dp = f_hat @ p + p @ batched_transpose(f_hat) - lam2 * gg
+        return np.concatenate([(f_hat @ ph).ravel(), dp.ravel()])
+
+    y0 = np.concatenate([eye.ravel(), np.zeros(m * k * k)])
+    sol = solve_ivp(rhs, (s, t), y0, method="DOP853", rtol=1e-12, atol=1e-14)
+    if not sol.success:
+        raise RuntimeError(f"stochastic coefficient solve failed on [{t}, {s}]: {sol.message}")
+    ph = sol.y[: m * k * k, -1].reshape(m, k, k)
+    p = sol.y[m * k * k:, -1].reshape(m, k, k)
+    return ph, 0.5 * (p + batched_transpose(p))
+
+
+def psd_factor(p: np.ndarray, name: str = "P") -> np.ndarray:
+    """Symmetric square root of PSD blocks; rounding-level negative eigenvalues count as zero."""
+    if p.shape[-1] == 1:
+        if np.any(p < -1e-13 * np.maximum(1.0, np.abs(p).max())):
+            raise ValueError(f"{name} is not positive semi-definite")
+        return np.sqrt(np.maximum(p, 0.0))
+    w, v = np.linalg.eigh(p)
+    scale = np.maximum(1.0, np.abs(w).max())
+    if np.any(w < -1e-12 * scale):
+        raise ValueError(f"{name} is not positive semi-definite (eigenvalue {w.min():.3g})")
+    return (v * np.sqrt(np.maximum(w, 0.0))[..., None, :]) @ batched_transpose(v)
+
+
+def stochastic_tables(diffusion: LinearDiffusion, ts, lam: float, output: str = "eps_R") -> StepTables:
+    """Tables of stochastic gDDIM (``q = 1``, ``lam > 0``) on the grid ``ts``."""
+    ts = np.asarray(ts, dtype=np.float64)
+    s, t = ts[:-1], ts[1:]
+    psi = diffusion.transition(t, s)
+    r_s = diffusion.gddim_factor(s)
+    if isinstance(diffusion, ScalarModesDiffusion):
+        psi_hat, p = stochastic_coefficients(diffusion, s, t, lam)
+    else:
+        pairs = [stochastic_coefficients(diffusion, si, ti, lam) for si, ti in zip(s, t)]
+        psi_hat = np.stack([a for a, _ in pairs])
+        p = np.stack([b for _, b in pairs])
+    hist = ((psi_hat - psi) @ r_s)[:, None]
+    return StepTables(ts=ts, state=psi, history=hist, orders=np.ones(len(s), dtype=int),
+                      noise=psd_factor(p, "the step noise covariance P"),
+                      info=dict(method="gddim", order=1, lam=lam, factor="R", output=output),
+                      **_io_tables(diffusion, s, output, "R"))
+
+
+def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, output: str) -> StepTables:
+    r"""One Euler step of the :math:`\lambda=1` reverse drift from ``t_end`` to 0 (MATH.md §3.6).
+
+    :math:`u_0 = (I - t F)u + t\,GG^\top s`, :math:`s = -K^{-\top}\epsilon_K`.
+    """
+    t = np.array([t_end])
+    m, k = diffusion.shape
+    eye = np.eye(k)
+    state = eye - t_end * diffusion.drift(t)
+    k_inv_t = batched_transpose(batched_inverse(factor(diffusion, t, factor_name)))
+    hist = (-t_end * diffusion.diffusion(t) @ k_inv_t)[:, None]
+    return StepTables(ts=np.array([t_end, 0.0]), state=state, history=hist, orders=np.ones(1, dtype=int),
+                      **_io_tables(diffusion, t, output, factor_name))
+
+
+class GDDIM:
+    r"""A gDDIM plan: deterministic (``lam = 0``, ``order`` 1–4) or stochastic (``lam > 0``, order 1).
+
+    Parameters
+    ----------
+    diffusion : LinearDiffusion
+    ts : array_like
+        Decreasing grid (see :func:`gddim_numerics.grids.time_grid`).
+    order : int
+        Number ``q`` of ε values in the exponential Adams–Bashforth predictor.
+    lam : float
+        :math:`\lambda \ge 0` of the stochastic family; 0 is the probability-flow ODE.
+    factor : {"R", "L"}
+        ``"R"``: gDDIM; ``"L"``: the Cholesky (``K = L``) ablation of the paper's Table 1.
+    output : {"eps_R", "eps_L", "score", "data"}
+        What the network ``eps_fn`` returns.
+    denoise : bool
+        Append the final denoising step to 0 (one more evaluation).
+    lower_order_final : bool
+        Use order ``<= N - k`` at step ``k`` (lower orders in the last steps).
+
+    The tables are built once, in float64, and cached on the diffusion by all these options.
+    """
+
+    def __init__(self, diffusion: LinearDiffusion, ts, order: int = 1, lam: float = 0.0, factor: str = "R",
+                 output: str = "eps_R", denoise: bool = False, lower_order_final: bool = False):
+        if not isinstance(diffusion, LinearDiffusion):
+            raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
+        self.diffusion = diffusion
+        self.ts = check_grid(diffusion, ts)
+        self.order = _check_order(order)
+        self.lam = _check_lam(lam)
+        if factor not in FACTORS:
+            raise ValueError(f"factor must be one of {FACTORS}; got {factor!r}")
+        self.factor = factor
+        self.output = check_output_type(output)
+        self.denoise = bool(denoise)
+        self.lower_order_final = bool(lower_order_final)
+        if self.lam > 0 and self.order != 1:
+            raise ValueError("stochastic gDDIM (lam > 0) is defined for order=1 only (MATH.md §4.1)")
+        if self.lam > 0 and self.factor != "R":
+            raise ValueError("stochastic gDDIM uses factor='R'")
+        if self.denoise and self.ts[-1] <= 0:
+            raise ValueError("denoise=True needs a grid that ends at t_end > 0")
+
+    @property
+    def key(self) -> tuple:
+        """Cache key: grid bytes and every option."""
+        return ("gddim", self.ts.tobytes(), self.order, self.lam, self.factor, self.output,
+                self.denoise, self.lower_order_final)
+
+    @property
+    def tables(self) -> StepTables:
+        """The plan's :class:`StepTables` (built on first access, cached on the diffusion)."""
+        cache = self.diffusion.__dict__.setdefault("_plan_cache", {})
+        if self.key not in cache:
+            cache[self.key] = self._build()
+        return cache[self.key]
+
+    def _build(self) -> StepTables:
+        if self.lam > 0:
+            tables = stochastic_tables(self.diffusion, self.ts, self.lam, self.output)
+        else:
+            tables = deterministic_tables(self.diffusion, self.ts, self.order, self.factor, self.output,
+                                          self.lower_order_final)
+        if self.denoise:
+            tables = concatenate(tables, denoise_tables(self.diffusion, float(self.ts[-1]), self.factor, self.output))
+        return tables
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations of one sample call."""
+        return len(self.ts) - 1 + int(self.denoise)
+
+    def sample(self, eps_fn, x, **kwargs):
+        """Run the plan from ``x`` (at ``ts[0]``); see :func:`gddim_numerics.backends.run_tables`."""
+        from .backends import run_tables
+
+        return run_tables(self.diffusion, self.tables, eps_fn, x, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"GDDIM({self.diffusion!r}, N={len(self.ts) - 1}, order={self.order}, lam={self.lam}, "
+                f"factor={self.factor!r}, output={self.output!r}, denoise={self.denoise})")

@@ -1,0 +1,129 @@
+r"""Exponential-integrator weights by composite Gauss–Legendre quadrature.
+
+For a step from ``s = ts[k]`` to ``t = ts[k+1]`` with history nodes
+``ts[k], ts[k-1], ..., ts[k-q+1]`` (newest first) the weights are
+
+.. math::  W_{kj} = \int_s^t \mathcal K(t, \tau)\,\ell_{kj}(\varphi(\tau))\,d\tau,
+           \qquad \ell_{kj}(\varphi) = \prod_{i \ne j}\frac{\varphi - \varphi(t_{k-i})}{\varphi(t_{k-j}) - \varphi(t_{k-i})},
+
+for a matrix kernel :math:`\mathcal K` (e.g. :math:`\tfrac12\Psi(t,\tau)G_\tau G_\tau^\top R_\tau^{-\top}`)
+and an extrapolation variable :math:`\varphi` (``t`` by default). The integral is oriented
+(:math:`d\tau < 0` when ``t < s``). Each step is split into panels whose break points are
+geometric towards the smaller endpoint (ratio <= ``max_ratio``, at least ``min_panels``) with
+``n_nodes`` Gauss–Legendre nodes per panel, which integrates the :math:`\tau^{-1/2}`-type layers
+at small ``t`` to ~1e-14 relative.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from numpy.polynomial.legendre import leggauss
+
+
+def panel_nodes(a: np.ndarray, b: np.ndarray, n_nodes: int = 20, max_ratio: float = 1.5,
+                min_panels: int = 2, refine: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and oriented weights for :math:`\\int_a^b` on each of the intervals ``(a[i], b[i])``.
+
+    Returns arrays of shape ``(n, P * n_nodes)`` with one common panel count ``P`` (times ``refine``).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    if np.any(lo <= 0):
+        raise ValueError("quadrature intervals must lie in t > 0")
+    n_panels = refine * int(max(min_panels, np.max(np.ceil(np.log(hi / lo) / np.log(max_ratio)))))
+    frac = np.linspace(0.0, 1.0, n_panels + 1)
+    # geometric break points from lo to hi
+    edges = lo[:, None] * (hi / lo)[:, None] ** frac[None, :]
+    x, w = leggauss(n_nodes)
+    left, right = edges[:, :-1], edges[:, 1:]
+    half = 0.5 * (right - left)
+    nodes = (0.5 * (right + left))[..., None] + half[..., None] * x
+    weights = half[..., None] * w
+    sign = np.where(b >= a, 1.0, -1.0)[:, None]
+    return nodes.reshape(len(a), -1), sign * weights.reshape(len(a), -1)
+
+
+def lagrange_basis(phi_tau: np.ndarray, phi_nodes: np.ndarray) -> np.ndarray:
+    """Lagrange basis polynomials on ``phi_nodes (n, q)`` evaluated at ``phi_tau (n, m)`` -> ``(n, q, m)``."""
+    n, q = phi_nodes.shape
+    out = np.ones((n, q) + phi_tau.shape[1:])
+    for j in range(q):
+        for i in range(q):
+            if i != j:
+                out[:, j] *= (phi_tau - phi_nodes[:, i, None]) / (phi_nodes[:, j] - phi_nodes[:, i])[:, None]
+    return out
+
+
+def exponential_weights(
+    kernel: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ts: np.ndarray,
+    orders: np.ndarray,
+    variable: Callable[[np.ndarray], np.ndarray] | None = None,
+    n_nodes: int = 20,
+    max_ratio: float = 1.5,
+    chunk_values: int = 4_000_000,
+    tol: float = 1e-14,
+    max_refine: int = 64,
+) -> np.ndarray:
+    """Weights ``W (N, q_max, M, k, k)`` for every step of the grid ``ts``.
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(t, tau)`` with equal-shape 1-D arrays returns ``(n, M, k, k)``.
+    ts : (N + 1,) array
+        Decreasing grid; step ``k`` goes from ``ts[k]`` to ``ts[k + 1]``.
+    orders : (N,) int array
+        Number of history nodes ``q_k <= k + 1`` used by step ``k``; slots ``j >= q_k`` are zero.
+    variable : callable, optional
+        Extrapolation variable :math:`\\varphi` (strictly monotone); identity by default.
+    tol : float
+        Each step's panels are doubled until two successive refinements agree to ``tol`` relative
+        to the step's largest weight (at most ``max_refine`` times the initial panel count).
+    """
+    phi = (lambda t: t) if variable is None else variable
+    ts = np.asarray(ts, dtype=np.float64)
+    orders = np.asarray(orders, dtype=int)
+    n_steps, q_max = len(orders), int(orders.max())
+    probe = kernel(ts[1:2], ts[0:1])
+    out = np.zeros((n_steps, q_max) + probe.shape[1:])
+    for q in np.unique(orders):
+        steps = np.flatnonzero(orders == q)
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values)
+        refine = 2
+        while steps.size:
+            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values)
+            axes = tuple(range(1, fine.ndim))
+            scale = np.max(np.abs(fine), axis=axes)
+            err = np.max(np.abs(fine - coarse), axis=axes)
+            done = err <= tol * np.maximum(scale, np.finfo(float).tiny)
+            if refine >= max_refine:
+                if not np.all(done):
+                    warnings.warn(f"exponential weights converged only to {np.max(err / scale):.2e} relative "
+                                  f"after {refine}x panel refinement", RuntimeWarning, stacklevel=2)
+                done[:] = True
+            out[steps[done], :q] = fine[done]
+            steps, coarse, refine = steps[~done], fine[~done], 2 * refine
+    return out
+
+
+def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values):
+    """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement."""
+    tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine)
+    probe = kernel(ts[steps[:1] + 1], ts[steps[:1]])
+    out = np.empty((len(steps), q) + probe.shape[1:])
+    per_step = tau.shape[1] * probe[0].size
+    chunk = max(1, chunk_values // max(per_step, 1))
+    hist_idx = steps[:, None] - np.arange(q)[None, :]  # newest first
+    for c0 in range(0, len(steps), chunk):
+        sl = slice(c0, c0 + chunk)
+        st, tt, ww = steps[sl], tau[sl], w[sl]
+        t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
+        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + probe.shape[1:])
+        ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
+        out[sl] = np.einsum("nm,njm,nm...->nj...", ww, ell, kern, optimize=True)
+    return out

@@ -1,0 +1,310 @@
+r"""Transition matrices :math:`\Psi(t, s)` and covariances :math:`\Sigma_t` against independent computations.
+
+References written here: DOP853 solves (rtol 1e-12) of :math:`\dot\Psi = F\Psi` and of the Lyapunov
+ODE :math:`\dot\Sigma = F\Sigma + \Sigma F^\top + GG^\top`, ``scipy.linalg.expm``, a sub-stepped Van
+Loan block exponential, and the closed form of a rotating-frame (non-commuting) system.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.integrate import solve_ivp
+from scipy.linalg import expm
+
+import gddim_numerics as gd
+
+BUILTINS = {
+    "vp-linear": gd.VPSDE.linear(),
+    "vp-cosine": gd.VPSDE.cosine(),
+    "vp-discrete": gd.VPSDE.discrete(),
+    "ve": gd.VESDE(),
+    "cld": gd.CLD(),
+    "cld-underdamped": gd.CLD(gamma_friction=0.5),
+    "bdm-gddim": gd.BDM((8, 8)),
+    "bdm-bdm": gd.BDM((8, 8), schedule="bdm"),
+}
+
+# Sigma at the lower end of each time range, from the textbook definitions (not from the code):
+# 1 - abar_1 = beta_1 = 1e-4 for the default DDPM table; 1 - abar_0 for BDM's two schedules.
+LOWER_SIGMA = {
+    "vp-linear": np.zeros((1, 1, 1)),
+    "vp-cosine": np.zeros((1, 1, 1)),
+    "vp-discrete": np.full((1, 1, 1), 1e-4),
+    "ve": np.zeros((1, 1, 1)),
+    "cld": np.diag([1e-6, 0.04 * 0.25 + 1e-6])[None],
+    "cld-underdamped": np.diag([1e-6, 0.04 * 0.25 + 1e-6])[None],
+    "bdm-gddim": np.full((64, 1, 1), np.sin(0.004 / 1.008 * np.pi / 2) ** 2),
+    "bdm-bdm": np.full((64, 1, 1), 1.0 / (1.0 + np.exp(10.0))),
+}
+
+BDM_MODES = [0, 1, 9, 28, 63]  # DC, lowest, a middle and the highest frequency of the 8x8 DCT
+
+
+def rel_err(a, b):
+    """Largest relative Frobenius error ``|a - b| / |b|`` over all (time, mode) blocks."""
+    a, b = np.broadcast_arrays(a, b)
+    return float(np.max(np.linalg.norm(a - b, axis=(-2, -1)) / np.linalg.norm(b, axis=(-2, -1))))
+
+
+def ode_values(rhs, t0, y0, ts, atol):
+    """Solution of ``y' = rhs(t, y)``, ``y(t0) = y0`` at every time of ``ts`` (either side of ``t0``), DOP853."""
+    ts = np.asarray(ts, dtype=np.float64)
+    out = np.empty((ts.size, y0.size))
+    out[ts == t0] = y0.ravel()
+    for side, end in ((ts > t0, np.max(ts)), (ts < t0, np.min(ts))):
+        if np.any(side):
+            sol = solve_ivp(rhs, (t0, end), y0.ravel(), method="DOP853", rtol=1e-12, atol=atol, dense_output=True)
+            assert sol.success
+            out[side] = sol.sol(ts[side]).T
+    return out.reshape(ts.shape + y0.shape)
+
+
+def ode_atol(sde):
+    """Scalar modes never pass through zero, so their reference solve is purely relative."""
+    return 0.0 if sde.block_size == 1 else 1e-14
+
+
+def psi_by_ode(sde, s, ts):
+    r""":math:`\Psi(t, s)` for every ``t`` in ``ts`` from :math:`\dot\Psi = F\Psi`, :math:`\Psi(s, s) = I`."""
+    m, k = sde.n_modes, sde.block_size
+
+    def rhs(t, y):
+        return (sde.drift(t) @ y.reshape(m, k, k)).ravel()
+
+    return ode_values(rhs, s, np.broadcast_to(np.eye(k), (m, k, k)), ts, ode_atol(sde))
+
+
+def sigma_by_lyapunov(sde, t0, sigma0, ts):
+    r""":math:`\Sigma_t` from the Lyapunov ODE started at :math:`\Sigma_{t_0} = \Sigma^{(0)}`."""
+    m, k = sde.n_modes, sde.block_size
+
+    def rhs(t, y):
+        s = y.reshape(m, k, k)
+        f = sde.drift(t)
+        return (f @ s + s @ np.swapaxes(f, -1, -2) + sde.diffusion(t)).ravel()
+
+    return ode_values(rhs, t0, np.asarray(sigma0, dtype=np.float64), ts, ode_atol(sde))
+
+
+def van_loan_covariance(A, Q, sigma0, r, n_sub):
+    r""":math:`\Sigma(r)` of :math:`d\Sigma/dr = A\Sigma + \Sigma A^\top + Q` by ``n_sub`` Van Loan steps."""
+    k = A.shape[0]
+    block = np.block([[-A, Q], [np.zeros((k, k)), A.T]])
+    e = expm(r / n_sub * block)
+    phi = e[k:, k:].T
+    qd = phi @ e[:k, k:]
+    sig = np.asarray(sigma0, dtype=np.float64)
+    for _ in range(n_sub):
+        sig = phi @ sig @ phi.T + qd
+    return sig
+
+
+def whole_range(sde, n=41):
+    """``n`` times spread over the time range, plus a geometric cluster near ``t = 0`` when it is included."""
+    lo, hi = sde.time_range
+    ts = np.linspace(lo, hi, n)
+    if lo == 0.0:
+        ts = np.concatenate([ts, np.geomspace(1e-6, 1e-1, 11)])
+    return np.unique(ts)
+
+
+def modes_under_test(name, a):
+    """All modes, except for BDM where a few representative frequencies stand for all."""
+    return a[..., BDM_MODES, :, :] if name.startswith("bdm") else a
+
+
+# ------------------------------------------------------------------------------- built-ins
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_transition_matches_ode_over_whole_range(name):
+    r""":math:`\Psi(t, s)` equals the DOP853 solution of :math:`\dot\Psi = F\Psi` for ``s`` at both ends and the middle."""
+    sde = BUILTINS[name]
+    ts = whole_range(sde)
+    lo, hi = sde.time_range
+    for s in (lo, 0.5 * (lo + hi), hi):
+        ref = modes_under_test(name, psi_by_ode(sde, s, ts))
+        assert rel_err(modes_under_test(name, sde.transition(ts, s)), ref) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(n for n in BUILTINS if BUILTINS[n].time_range[0] == 0.0))
+def test_mean_coefficient_is_transition_from_time_zero(name):
+    r"""The mean map is :math:`\Psi(t, 0)`, the ODE solution started at ``t = 0``."""
+    sde = BUILTINS[name]
+    ts = whole_range(sde)
+    ref = modes_under_test(name, psi_by_ode(sde, 0.0, ts))
+    assert rel_err(modes_under_test(name, sde.mean_coefficient(ts)), ref) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_covariance_matches_lyapunov_ode(name):
+    r""":math:`\Sigma_t` equals the Lyapunov ODE solution from the textbook :math:`\Sigma` at the range's lower end."""
+    sde = BUILTINS[name]
+    lo = sde.time_range[0]
+    ts = whole_range(sde)
+    ts = ts[ts > lo]
+    ref = modes_under_test(name, sigma_by_lyapunov(sde, lo, LOWER_SIGMA[name], ts))
+    assert rel_err(modes_under_test(name, sde.covariance(ts)), ref) <= 1e-10
+
+
+@pytest.mark.parametrize("name", sorted(n for n in BUILTINS if BUILTINS[n].time_range[0] == 0.0))
+def test_initial_covariance_is_textbook_value(name):
+    r""":math:`\Sigma_0` is 0 for VP/VE, :math:`\operatorname{diag}(\varepsilon, \gamma M + \varepsilon)` for CLD and :math:`1 - \bar\alpha_0` for BDM."""
+    np.testing.assert_allclose(BUILTINS[name].initial_covariance, LOWER_SIGMA[name], rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------------------- CLD closed forms
+def cld_variants():
+    """Critically damped CLDs: the default, another (Gamma, M^-1) pair with a linear beta, and a non-default Sigma_0."""
+    return [
+        gd.CLD(),
+        gd.CLD(mass_inv=1.0, gamma_friction=2.0, beta0=2.0, beta1=3.0),
+        gd.CLD(initial_covariance=np.diag([0.1, 0.3])),
+    ]
+
+
+def cld_matrices(cld):
+    """``(A, Q)`` of CLD written from the definition: A = [[0, M^-1], [-1, -Gamma M^-1]], Q = diag(0, 2 Gamma)."""
+    m_inv, gam = cld.mass_inv, cld.gamma_friction
+    return np.array([[0.0, m_inv], [-1.0, -gam * m_inv]]), np.diag([0.0, 2.0 * gam])
+
+
+def cld_beta_integral(cld, t):
+    """B(t) = beta0 t + beta1 t^2 / 2."""
+    return cld.beta0 * t + 0.5 * cld.beta1 * t * t
+
+
+@pytest.mark.parametrize("cld", cld_variants(), ids=["default", "gamma2-beta-linear", "sigma0"])
+def test_cld_closed_form_transition_matches_expm(cld):
+    r"""CLD's closed-form :math:`\Psi(t,s)` equals :math:`\exp((B(t) - B(s))A)`."""
+    A, _ = cld_matrices(cld)
+    ts = np.linspace(0.0, 1.0, 21)
+    for s in (0.0, 0.3, 1.0):
+        ref = np.stack([expm((cld_beta_integral(cld, t) - cld_beta_integral(cld, s)) * A) for t in ts])[:, None]
+        assert rel_err(cld.transition(ts, s), ref) <= 1e-12
+
+
+@pytest.mark.parametrize("cld", cld_variants(), ids=["default", "gamma2-beta-linear", "sigma0"])
+def test_cld_closed_form_covariance_matches_van_loan(cld):
+    r"""CLD's closed-form :math:`\Sigma_t` equals the sub-stepped Van Loan exponential (64 steps)."""
+    A, Q = cld_matrices(cld)
+    sigma0 = np.diag(np.diag(cld.initial_covariance[0]))
+    ts = np.concatenate([np.geomspace(1e-5, 1e-1, 9), np.linspace(0.2, 1.0, 9)])
+    ref = np.stack([van_loan_covariance(A, Q, sigma0, cld_beta_integral(cld, t), 64) for t in ts])[:, None]
+    assert rel_err(cld.covariance(ts), ref) <= 1e-12
+
+
+@pytest.mark.parametrize("cld", cld_variants(), ids=["default", "gamma2-beta-linear", "sigma0"])
+def test_cld_closed_forms_match_constant_coefficient_class(cld):
+    r"""CLD's closed forms agree with the generic expm / Van Loan path of ``ConstantCoefficientSDE``."""
+    A, Q = cld_matrices(cld)
+    generic = gd.ConstantCoefficientSDE(
+        A, Q, beta=lambda t: cld.beta0 + cld.beta1 * t, beta_integral=lambda t: cld_beta_integral(cld, t),
+        initial_covariance=cld.initial_covariance[0],
+    )
+    ts = np.concatenate([np.geomspace(1e-5, 1e-1, 9), np.linspace(0.2, 1.0, 9)])
+    assert rel_err(cld.transition(ts, 0.4), generic.transition(ts, 0.4)) <= 1e-12
+    assert rel_err(cld.covariance(ts), generic.covariance(ts)) <= 1e-12
+
+
+# ------------------------------------------------------------------------------- random stable A
+MATRIX = st.integers(1, 4).flatmap(
+    lambda k: arrays(np.float64, (k, k), elements=st.floats(-1.0, 1.0, allow_subnormal=False))
+)
+
+
+def stabilize(b, margin):
+    """Shift ``b`` so that the largest real part of its eigenvalues is ``-margin``."""
+    return b - (np.max(np.linalg.eigvals(b).real) + margin) * np.eye(b.shape[0])
+
+
+@st.composite
+def stable_constant_coefficient_sdes(draw):
+    """``ConstantCoefficientSDE`` with random stable A, random PSD Q, PD Sigma_0, constant or linear beta."""
+    b = draw(MATRIX)
+    k = b.shape[0]
+    square = arrays(np.float64, (k, k), elements=st.floats(-1.0, 1.0, allow_subnormal=False))
+    c, d = draw(square), draw(square)
+    A = stabilize(b, draw(st.floats(0.05, 1.0)))
+    beta0, beta1 = draw(st.floats(0.2, 1.5)), draw(st.floats(-0.1, 1.0))
+    integral = (lambda t: beta0 * t + 0.5 * beta1 * t * t) if draw(st.booleans()) else None
+    return gd.ConstantCoefficientSDE(
+        A, c @ c.T, beta=lambda t: beta0 + beta1 * np.asarray(t), beta_integral=integral,
+        initial_covariance=d @ d.T + 0.1 * np.eye(k),
+    )
+
+
+@given(stable_constant_coefficient_sdes())
+def test_random_stable_transition_matches_ode(sde):
+    r"""For random stable A and :math:`\beta(t)`, :math:`\Psi(t,s)` by expm equals the ODE solution."""
+    ts = np.linspace(0.0, 1.0, 11)
+    for s in (0.0, 0.5, 1.0):
+        assert rel_err(sde.transition(ts, s), psi_by_ode(sde, s, ts)) <= 1e-10
+
+
+@given(stable_constant_coefficient_sdes())
+def test_random_stable_covariance_matches_lyapunov_ode(sde):
+    r"""For random stable A, PSD Q and PD :math:`\Sigma_0`, Van Loan's :math:`\Sigma_t` equals the Lyapunov ODE."""
+    ts = np.linspace(0.0, 1.0, 11)
+    ref = sigma_by_lyapunov(sde, 0.0, sde.initial_covariance, ts)
+    assert rel_err(sde.covariance(ts), ref) <= 1e-10
+
+
+# ------------------------------------------------------------------------------- time-varying, non-commuting F
+@st.composite
+def rotating_frame_systems(draw):
+    r"""``(A0, W, Q, Sigma0)``: :math:`F_t = e^{tW}A_0e^{-tW}`, :math:`GG^\top_t = e^{tW}Qe^{-tW}`, W skew."""
+    k = draw(st.integers(2, 3))
+    square = arrays(np.float64, (k, k), elements=st.floats(-1.0, 1.0, allow_subnormal=False))
+    a0 = stabilize(draw(square), draw(st.floats(0.05, 1.0)))
+    w = draw(st.floats(0.5, 3.0)) * (lambda s: s - s.T)(draw(square))
+    c, d = draw(square), draw(square)
+    return a0, w, c @ c.T, d @ d.T + 0.1 * np.eye(k)
+
+
+def rotating_frame_sde(a0, w, q, sigma0):
+    """The rotating-frame system as a ``LinearSDE`` of callables."""
+    def f(t):
+        return expm(t * w) @ a0 @ expm(-t * w)
+
+    def ggt(t):
+        rot = expm(t * w)
+        return rot @ q @ rot.T
+
+    return gd.LinearSDE(f, ggt, initial_covariance=sigma0)
+
+
+FEW = settings(max_examples=max(3, settings().max_examples // 3))
+
+
+@FEW
+@given(rotating_frame_systems())
+def test_time_varying_transition_matches_rotating_frame_closed_form(system):
+    r""":math:`\Psi(t,s) = e^{tW}e^{(t-s)(A_0 - W)}e^{-sW}` for the non-commuting :math:`F_t = e^{tW}A_0e^{-tW}`."""
+    a0, w, _, _ = system
+    sde = rotating_frame_sde(*system)
+    ts = np.linspace(0.0, 1.0, 11)
+    for s in (0.0, 0.4, 1.0):
+        ref = np.stack([expm(t * w) @ expm((t - s) * (a0 - w)) @ expm(-s * w) for t in ts])[:, None]
+        assert rel_err(sde.transition(ts, s), ref) <= 1e-10
+
+
+@FEW
+@given(rotating_frame_systems())
+def test_time_varying_transition_matches_ode_from_each_start(system):
+    r""":math:`\Psi(t,s)` of a ``LinearSDE`` equals a fresh ODE solve started at ``s`` (not at 0)."""
+    sde = rotating_frame_sde(*system)
+    ts = np.linspace(0.0, 1.0, 11)
+    for s in (0.4, 1.0):
+        assert rel_err(sde.transition(ts, s), psi_by_ode(sde, s, ts)) <= 1e-10
+
+
+@FEW
+@given(rotating_frame_systems())
+def test_time_varying_covariance_matches_rotating_frame_van_loan(system):
+    r""":math:`\Sigma_t = e^{tW}\tilde\Sigma_te^{-tW}` with :math:`\tilde\Sigma` the Van Loan covariance of :math:`(A_0 - W, Q)`."""
+    a0, w, q, sigma0 = system
+    sde = rotating_frame_sde(*system)
+    ts = np.linspace(0.05, 1.0, 11)
+    ref = np.stack([expm(t * w) @ van_loan_covariance(a0 - w, q, sigma0, t, 16) @ expm(-t * w) for t in ts])[:, None]
+    assert rel_err(sde.covariance(ts), ref) <= 1e-10
