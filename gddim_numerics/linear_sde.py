@@ -101,7 +101,7 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         t = as_times(t)
         if self._beta_integral is not None:
             return np.asarray(self._beta_integral(t), dtype=np.float64)
-        flat = [quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-14, limit=200)[0] for ti in t.ravel()]
+        flat = [quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-13, limit=200)[0] for ti in t.ravel()]
         return np.asarray(flat).reshape(t.shape)
 
     def drift(self, t) -> np.ndarray:
@@ -121,7 +121,24 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         t = self.check_times(t, "t")
         s = self.check_source_times(s, "s")
         r = self.beta_integral(t) - self.beta_integral(s)
-        return expm(r[..., None, None] * self.A)[..., None, :, :]
+        return self.exp_a(r)[..., None, :, :]
+
+    @cached_property
+    def _eigen(self):
+        w, v = np.linalg.eig(self.A)
+        if np.linalg.cond(v) > 1e3:
+            return None
+        return w, v, np.linalg.inv(v)
+
+    def exp_a(self, r) -> np.ndarray:
+        r"""``expm(r A)`` for an array of ``r``: :math:`V e^{r\Lambda} V^{-1}` when ``A``'s eigenvectors are
+        well conditioned (cond <= 1e3, error ~1e-13), ``scipy.linalg.expm`` otherwise."""
+        r = np.asarray(r, dtype=np.float64)
+        if self._eigen is None:
+            return expm(r[..., None, None] * self.A)
+        w, v, v_inv = self._eigen
+        out = (v * np.exp(r[..., None] * w)[..., None, :]) @ v_inv
+        return out.real
 
     def van_loan(self, h) -> tuple[np.ndarray, np.ndarray]:
         r"""``(e^{hA}, Q_d(h))`` for an array of increments ``h`` of :math:`B`, by one block exponential."""

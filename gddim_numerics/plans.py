@@ -56,6 +56,40 @@ def step_orders(n_steps: int, order: int, lower_order_final: bool = False) -> np
     return q
 
 
+VARIABLES = ("t", "sqrt_t", "log_t", "log_snr")
+
+
+def extrapolation_variable(diffusion: LinearDiffusion, variable):
+    r"""The variable :math:`\varphi(t)` in which history values are extrapolated (MATH.md §3.9).
+
+    ``"t"`` (the paper's choice), ``"sqrt_t"``, ``"log_t"``, ``"log_snr"`` (the diffusion's
+    noise-level measure) or a callable ``phi(t_array) -> array``; it must be strictly monotone on
+    the grid. The weights stay exact integrals in :math:`\tau`.
+    """
+    if callable(variable):
+        return variable
+    if variable == "t":
+        return None
+    if variable == "sqrt_t":
+        return np.sqrt
+    if variable == "log_t":
+        return np.log
+    if variable == "log_snr":
+        return diffusion.log_snr
+    raise ValueError(f"variable must be one of {VARIABLES} or a callable phi(t); got {variable!r}")
+
+
+def _check_variable_on_grid(phi, ts) -> None:
+    if phi is None:
+        return
+    vals = np.asarray(phi(np.asarray(ts, dtype=np.float64)), dtype=np.float64)
+    if vals.shape != np.shape(ts) or not np.all(np.isfinite(vals)):
+        raise ValueError("variable(t) must return one finite value per grid time")
+    d = np.diff(vals)
+    if not (np.all(d > 0) or np.all(d < 0)):
+        raise ValueError("variable must be strictly monotone on the grid (its values repeat or turn back)")
+
+
 def eps_kernel(diffusion: LinearDiffusion, which: str = "R"):
     r"""Integrand :math:`\tfrac12\Psi(t,\tau)G_\tau G_\tau^\top K_\tau^{-\top}` of the ε-form weights."""
 
@@ -74,9 +108,11 @@ def _io_tables(diffusion, times, output, which):
 
 def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_name: str = "R",
                          output: str = "eps_R", lower_order_final: bool = False,
-                         n_nodes: int = 20, max_ratio: float = 1.5) -> StepTables:
+                         variable="t", n_nodes: int = 20, max_ratio: float = 1.5) -> StepTables:
     """Tables of deterministic (multistep) gDDIM on the grid ``ts``."""
     ts = np.asarray(ts, dtype=np.float64)
+    phi = extrapolation_variable(diffusion, variable)
+    _check_variable_on_grid(phi, ts)
     s, t = ts[:-1], ts[1:]
     orders = step_orders(len(s), order, lower_order_final)
     psi = diffusion.transition(t, s)
@@ -86,7 +122,7 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
         idx = np.flatnonzero(needs_quadrature)
         # quadrature on the full grid restricted to these steps: zero orders elsewhere
         sub_orders = np.where(needs_quadrature, orders, 1)
-        weights = exponential_weights(eps_kernel(diffusion, factor_name), ts, sub_orders,
+        weights = exponential_weights(eps_kernel(diffusion, factor_name), ts, sub_orders, variable=phi,
                                       n_nodes=n_nodes, max_ratio=max_ratio)
         hist[idx, : weights.shape[1]] = weights[idx]
     if factor_name == "R":
@@ -94,7 +130,8 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
         r = diffusion.gddim_factor(ts)
         hist[single, 0] = (r[1:] - psi @ r[:-1])[single]
     return StepTables(ts=ts, state=psi, history=hist, orders=orders,
-                      info=dict(method="gddim", order=order, factor=factor_name, output=output),
+                      info=dict(method="gddim", order=order, factor=factor_name, output=output,
+                                variable=variable if isinstance(variable, str) else "custom"),
                       **_io_tables(diffusion, s, output, factor_name))
 
 
@@ -200,12 +237,15 @@ class GDDIM:
         Append the final denoising step to 0 (one more evaluation).
     lower_order_final : bool
         Use order ``<= N - k`` at step ``k`` (lower orders in the last steps).
+    variable : str or callable
+        Extrapolation variable of the multistep predictor (:func:`extrapolation_variable`).
 
     The tables are built once, in float64, and cached on the diffusion by all these options.
     """
 
     def __init__(self, diffusion: LinearDiffusion, ts, order: int = 1, lam: float = 0.0, factor: str = "R",
-                 output: str = "eps_R", denoise: bool = False, lower_order_final: bool = False):
+                 output: str = "eps_R", denoise: bool = False, lower_order_final: bool = False,
+                 variable="t"):
         if not isinstance(diffusion, LinearDiffusion):
             raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
         self.diffusion = diffusion
@@ -218,6 +258,8 @@ class GDDIM:
         self.output = check_output_type(output)
         self.denoise = bool(denoise)
         self.lower_order_final = bool(lower_order_final)
+        self.variable = variable
+        _check_variable_on_grid(extrapolation_variable(diffusion, variable), self.ts)
         if self.lam > 0 and self.order != 1:
             raise ValueError("stochastic gDDIM (lam > 0) is defined for order=1 only (MATH.md §4.1)")
         if self.lam > 0 and self.factor != "R":
@@ -229,7 +271,7 @@ class GDDIM:
     def key(self) -> tuple:
         """Cache key: grid bytes and every option."""
         return ("gddim", self.ts.tobytes(), self.order, self.lam, self.factor, self.output,
-                self.denoise, self.lower_order_final)
+                self.denoise, self.lower_order_final, self.variable)
 
     @property
     def tables(self) -> StepTables:
@@ -244,7 +286,7 @@ class GDDIM:
             tables = stochastic_tables(self.diffusion, self.ts, self.lam, self.output)
         else:
             tables = deterministic_tables(self.diffusion, self.ts, self.order, self.factor, self.output,
-                                          self.lower_order_final)
+                                          self.lower_order_final, self.variable)
         if self.denoise:
             tables = concatenate(tables, denoise_tables(self.diffusion, float(self.ts[-1]), self.factor, self.output))
         return tables

@@ -94,13 +94,20 @@ class CosineSchedule(NoiseSchedule):
             raise ValueError(f"t_max must satisfy (t_max + s)/width < 1 so that alpha_bar > 0; got {t_max}")
         self.normalize = bool(normalize)
         self.time_range = (0.0, t_max)
-        self._log_c = 2.0 * np.log(np.cos(self.s / self.width * np.pi / 2)) if normalize else 0.0
+        theta0 = self.s / self.width * (np.pi / 2)
+        self._tan0 = np.tan(theta0)
+        # log(cos^2 theta_0 / c): 0 when normalized, else log1p(-sin^2 theta_0) (accurate near 1)
+        self._log_abar0 = 0.0 if normalize else float(np.log1p(-np.sin(theta0) ** 2))
 
     def _theta(self, t):
         return (np.asarray(t, dtype=np.float64) + self.s) / self.width * (np.pi / 2)
 
     def log_alpha_bar(self, t):
-        return 2.0 * np.log(np.cos(self._theta(t))) - self._log_c
+        # cos(theta_0 + d)/cos(theta_0) - 1 = -2 sin^2(d/2) - tan(theta_0) sin(d), d = theta_t - theta_0:
+        # no cancellation at small t, where 2 log cos(theta_t) - 2 log cos(theta_0) loses ~1e-16/t.
+        d = np.asarray(t, dtype=np.float64) / self.width * (np.pi / 2)
+        ratio_m1 = -2.0 * np.sin(0.5 * d) ** 2 - self._tan0 * np.sin(d)
+        return 2.0 * np.log1p(ratio_m1) + self._log_abar0
 
     def dlog_alpha_bar(self, t):
         return -2.0 * np.tan(self._theta(t)) * (np.pi / 2) / self.width

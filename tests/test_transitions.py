@@ -1,13 +1,18 @@
 r"""Transition matrices :math:`\Psi(t, s)` and covariances :math:`\Sigma_t` against independent computations.
 
-References written here: DOP853 solves (rtol 1e-12) of :math:`\dot\Psi = F\Psi` and of the Lyapunov
-ODE :math:`\dot\Sigma = F\Sigma + \Sigma F^\top + GG^\top`, ``scipy.linalg.expm``, a sub-stepped Van
+References written here: DOP853 solves of :math:`\dot\Psi = F\Psi` and of the Lyapunov ODE
+:math:`\dot\Sigma = F\Sigma + \Sigma F^\top + GG^\top`, ``scipy.linalg.expm``, a sub-stepped Van
 Loan block exponential, and the closed form of a rotating-frame (non-commuting) system.
+
+The reference solves run at rtol 1e-13, not 1e-12: DOP853's *global* error can exceed its rtol by
+two orders (measured 1.7e-10 against mpmath for a random stable A integrated backwards at rtol
+1e-12, 3e-10 on the stiff relaxation of BDM's highest frequency), which would hide or fake errors
+at the 1e-10 level these tests assert.
 """
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.integrate import solve_ivp
@@ -18,7 +23,7 @@ import gddim_numerics as gd
 BUILTINS = {
     "vp-linear": gd.VPSDE.linear(),
     "vp-cosine": gd.VPSDE.cosine(),
-    "vp-discrete": gd.VPSDE.discrete(),
+    "vp-discrete": gd.VPSDE.discrete(betas=np.linspace(1e-3, 0.2, 100)),
     "ve": gd.VESDE(),
     "cld": gd.CLD(),
     "cld-underdamped": gd.CLD(gamma_friction=0.5),
@@ -27,11 +32,11 @@ BUILTINS = {
 }
 
 # Sigma at the lower end of each time range, from the textbook definitions (not from the code):
-# 1 - abar_1 = beta_1 = 1e-4 for the default DDPM table; 1 - abar_0 for BDM's two schedules.
+# 1 - abar_1 = beta_1 for a DDPM table; 1 - abar_0 for BDM's two schedules.
 LOWER_SIGMA = {
     "vp-linear": np.zeros((1, 1, 1)),
     "vp-cosine": np.zeros((1, 1, 1)),
-    "vp-discrete": np.full((1, 1, 1), 1e-4),
+    "vp-discrete": np.full((1, 1, 1), 1e-3),
     "ve": np.zeros((1, 1, 1)),
     "cld": np.diag([1e-6, 0.04 * 0.25 + 1e-6])[None],
     "cld-underdamped": np.diag([1e-6, 0.04 * 0.25 + 1e-6])[None],
@@ -48,44 +53,64 @@ def rel_err(a, b):
     return float(np.max(np.linalg.norm(a - b, axis=(-2, -1)) / np.linalg.norm(b, axis=(-2, -1))))
 
 
-def ode_values(rhs, t0, y0, ts, atol):
-    """Solution of ``y' = rhs(t, y)``, ``y(t0) = y0`` at every time of ``ts`` (either side of ``t0``), DOP853."""
-    ts = np.asarray(ts, dtype=np.float64)
+def ode_values(rhs, t0, y0, ts, atol, breaks=()):
+    """Solution of ``y' = rhs(t, y)``, ``y(t0) = y0`` at every time of ``ts`` (either side of ``t0``), DOP853.
+
+    The solve restarts at every time of ``breaks``, where the right-hand side may have a kink.
+    """
+    ts, breaks = np.asarray(ts, dtype=np.float64), np.asarray(breaks, dtype=np.float64)
     out = np.empty((ts.size, y0.size))
     out[ts == t0] = y0.ravel()
     for side, end in ((ts > t0, np.max(ts)), (ts < t0, np.min(ts))):
-        if np.any(side):
-            sol = solve_ivp(rhs, (t0, end), y0.ravel(), method="DOP853", rtol=1e-12, atol=atol, dense_output=True)
+        if not np.any(side):
+            continue
+        inner = np.sort(breaks[(breaks - t0) * (end - breaks) > 0])
+        nodes = np.concatenate([[t0], inner if end > t0 else inner[::-1], [end]])
+        y = y0.ravel()
+        for a, b in zip(nodes[:-1], nodes[1:]):
+            sol = solve_ivp(rhs, (a, b), y, method="DOP853", rtol=1e-13, atol=atol, dense_output=True)
             assert sol.success
-            out[side] = sol.sol(ts[side]).T
+            seg = side & ((ts - a) * (b - ts) >= 0)
+            if np.any(seg):
+                out[seg] = sol.sol(ts[seg]).T
+            y = sol.y[:, -1]
     return out.reshape(ts.shape + y0.shape)
 
 
 def ode_atol(sde):
-    """Scalar modes never pass through zero, so their reference solve is purely relative."""
-    return 0.0 if sde.block_size == 1 else 1e-14
+    """Scalar modes keep their sign, so their reference solve is relative down to variances of 1e-14."""
+    return 1e-24 if sde.block_size == 1 else 1e-14
 
 
-def psi_by_ode(sde, s, ts):
-    r""":math:`\Psi(t, s)` for every ``t`` in ``ts`` from :math:`\dot\Psi = F\Psi`, :math:`\Psi(s, s) = I`."""
-    m, k = sde.n_modes, sde.block_size
+def kinks(sde):
+    """Times where F has a kink: the knots of a discrete schedule's piecewise-cubic log-SNR."""
+    schedule = getattr(sde, "schedule", None)
+    return schedule.table_times if isinstance(schedule, gd.DiscreteSchedule) else ()
+
+
+def psi_by_ode(sde, s, ts, modes=slice(None)):
+    r""":math:`\Psi(t, s)` of the selected modes for every ``t`` in ``ts`` from :math:`\dot\Psi = F\Psi`, :math:`\Psi(s, s) = I`."""
+    k = sde.block_size
+    m = len(np.arange(sde.n_modes)[modes])
 
     def rhs(t, y):
-        return (sde.drift(t) @ y.reshape(m, k, k)).ravel()
+        return (sde.drift(t)[modes] @ y.reshape(m, k, k)).ravel()
 
-    return ode_values(rhs, s, np.broadcast_to(np.eye(k), (m, k, k)), ts, ode_atol(sde))
+    return ode_values(rhs, s, np.broadcast_to(np.eye(k), (m, k, k)), ts, ode_atol(sde), kinks(sde))
 
 
-def sigma_by_lyapunov(sde, t0, sigma0, ts):
-    r""":math:`\Sigma_t` from the Lyapunov ODE started at :math:`\Sigma_{t_0} = \Sigma^{(0)}`."""
-    m, k = sde.n_modes, sde.block_size
+def sigma_by_lyapunov(sde, t0, sigma0, ts, modes=slice(None)):
+    r""":math:`\Sigma_t` of the selected modes from the Lyapunov ODE started at :math:`\Sigma_{t_0} = \Sigma^{(0)}`."""
+    k = sde.block_size
+    sigma0 = np.asarray(sigma0, dtype=np.float64)[modes]
+    m = sigma0.shape[0]
 
     def rhs(t, y):
         s = y.reshape(m, k, k)
-        f = sde.drift(t)
-        return (f @ s + s @ np.swapaxes(f, -1, -2) + sde.diffusion(t)).ravel()
+        f = sde.drift(t)[modes]
+        return (f @ s + s @ np.swapaxes(f, -1, -2) + sde.diffusion(t)[modes]).ravel()
 
-    return ode_values(rhs, t0, np.asarray(sigma0, dtype=np.float64), ts, ode_atol(sde))
+    return ode_values(rhs, t0, sigma0, ts, ode_atol(sde), kinks(sde))
 
 
 def van_loan_covariance(A, Q, sigma0, r, n_sub):
@@ -110,9 +135,9 @@ def whole_range(sde, n=41):
     return np.unique(ts)
 
 
-def modes_under_test(name, a):
+def modes_under_test(name):
     """All modes, except for BDM where a few representative frequencies stand for all."""
-    return a[..., BDM_MODES, :, :] if name.startswith("bdm") else a
+    return BDM_MODES if name.startswith("bdm") else slice(None)
 
 
 # ------------------------------------------------------------------------------- built-ins
@@ -122,9 +147,9 @@ def test_transition_matches_ode_over_whole_range(name):
     sde = BUILTINS[name]
     ts = whole_range(sde)
     lo, hi = sde.time_range
+    modes = modes_under_test(name)
     for s in (lo, 0.5 * (lo + hi), hi):
-        ref = modes_under_test(name, psi_by_ode(sde, s, ts))
-        assert rel_err(modes_under_test(name, sde.transition(ts, s)), ref) <= 1e-10
+        assert rel_err(sde.transition(ts, s)[:, modes], psi_by_ode(sde, s, ts, modes)) <= 1e-10
 
 
 @pytest.mark.parametrize("name", sorted(n for n in BUILTINS if BUILTINS[n].time_range[0] == 0.0))
@@ -132,8 +157,8 @@ def test_mean_coefficient_is_transition_from_time_zero(name):
     r"""The mean map is :math:`\Psi(t, 0)`, the ODE solution started at ``t = 0``."""
     sde = BUILTINS[name]
     ts = whole_range(sde)
-    ref = modes_under_test(name, psi_by_ode(sde, 0.0, ts))
-    assert rel_err(modes_under_test(name, sde.mean_coefficient(ts)), ref) <= 1e-10
+    modes = modes_under_test(name)
+    assert rel_err(sde.mean_coefficient(ts)[:, modes], psi_by_ode(sde, 0.0, ts, modes)) <= 1e-10
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
@@ -143,8 +168,9 @@ def test_covariance_matches_lyapunov_ode(name):
     lo = sde.time_range[0]
     ts = whole_range(sde)
     ts = ts[ts > lo]
-    ref = modes_under_test(name, sigma_by_lyapunov(sde, lo, LOWER_SIGMA[name], ts))
-    assert rel_err(modes_under_test(name, sde.covariance(ts)), ref) <= 1e-10
+    modes = modes_under_test(name)
+    ref = sigma_by_lyapunov(sde, lo, LOWER_SIGMA[name], ts, modes)
+    assert rel_err(sde.covariance(ts)[:, modes], ref) <= 1e-10
 
 
 @pytest.mark.parametrize("name", sorted(n for n in BUILTINS if BUILTINS[n].time_range[0] == 0.0))
@@ -236,9 +262,9 @@ def stable_constant_coefficient_sdes(draw):
 
 @given(stable_constant_coefficient_sdes())
 def test_random_stable_transition_matches_ode(sde):
-    r"""For random stable A and :math:`\beta(t)`, :math:`\Psi(t,s)` by expm equals the ODE solution."""
+    r"""For random stable A and :math:`\beta(t)`, :math:`\Psi(t,s)` by expm equals the ODE solution (forwards and backwards)."""
     ts = np.linspace(0.0, 1.0, 11)
-    for s in (0.0, 0.5, 1.0):
+    for s in (0.0, 1.0):
         assert rel_err(sde.transition(ts, s), psi_by_ode(sde, s, ts)) <= 1e-10
 
 
@@ -253,28 +279,43 @@ def test_random_stable_covariance_matches_lyapunov_ode(sde):
 # ------------------------------------------------------------------------------- time-varying, non-commuting F
 @st.composite
 def rotating_frame_systems(draw):
-    r"""``(A0, W, Q, Sigma0)``: :math:`F_t = e^{tW}A_0e^{-tW}`, :math:`GG^\top_t = e^{tW}Qe^{-tW}`, W skew."""
+    r"""``(A0, W, Q, Sigma0)``: :math:`F_t = e^{tW}A_0e^{-tW}`, :math:`GG^\top_t = e^{tW}Qe^{-tW}`, W skew, :math:`[A_0, W] \ne 0`."""
     k = draw(st.integers(2, 3))
     square = arrays(np.float64, (k, k), elements=st.floats(-1.0, 1.0, allow_subnormal=False))
     a0 = stabilize(draw(square), draw(st.floats(0.05, 1.0)))
-    w = draw(st.floats(0.5, 3.0)) * (lambda s: s - s.T)(draw(square))
+    if k == 2:
+        w = np.array([[0.0, -1.0], [1.0, 0.0]])
+    else:
+        axis = draw(arrays(np.float64, 3, elements=st.floats(-1.0, 1.0, allow_subnormal=False)))
+        assume(np.linalg.norm(axis) > 0.1)
+        x, y, z = axis / np.linalg.norm(axis)
+        w = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    w = draw(st.floats(0.5, 3.0)) * w
+    assume(np.linalg.norm(a0 @ w - w @ a0) > 0.1)
     c, d = draw(square), draw(square)
     return a0, w, c @ c.T, d @ d.T + 0.1 * np.eye(k)
+
+
+def rotation(w, t):
+    r""":math:`e^{tW}` for non-zero skew ``W`` of size 2 or 3 by Rodrigues' formula, :math:`\theta = \|W\|_F/\sqrt2`."""
+    theta = np.linalg.norm(w) / np.sqrt(2.0)
+    return np.eye(w.shape[0]) + np.sin(theta * t) / theta * w + (1.0 - np.cos(theta * t)) / theta**2 * (w @ w)
 
 
 def rotating_frame_sde(a0, w, q, sigma0):
     """The rotating-frame system as a ``LinearSDE`` of callables."""
     def f(t):
-        return expm(t * w) @ a0 @ expm(-t * w)
+        rot = rotation(w, t)
+        return rot @ a0 @ rot.T
 
     def ggt(t):
-        rot = expm(t * w)
+        rot = rotation(w, t)
         return rot @ q @ rot.T
 
     return gd.LinearSDE(f, ggt, initial_covariance=sigma0)
 
 
-FEW = settings(max_examples=max(3, settings().max_examples // 3))
+FEW = settings(max_examples=max(3, settings().max_examples // 4))  # each example is a fresh LinearSDE solve
 
 
 @FEW
