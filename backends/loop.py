@@ -1,15 +1,17 @@
 r"""The one sampler loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
 
-Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates:
+Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates ``u``:
 
-.. math::  y_k = \mathrm{eps\_fn}(u_k, t_k),\quad h_k = a_k u_k + b_k y_k,\quad
-           u_{k+1} = A_k u_k + \sum_{j<q_k} B_{kj} h_{k-j} + N_k z_k .
+.. math::  y_k = \mathrm{eps\_fn}(x_k, t_k),\quad h_k = a_k u_k + b_k y_k,\quad
+           u_{k+1} = A_k u_k + \sum_{j<q_k} B_{kj} h_{k-j} + N_k z_k ,
 
-The tables move to the state's namespace, device and dtype once per call; the loop makes no host
-synchronisation (non-finite network outputs are detected from per-step sums stacked once at the end).
+with ``x_k`` the state in the caller's layout (:mod:`~gddim_numerics.backends.operators`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -17,40 +19,41 @@ from gddim_numerics.diffusion import LinearDiffusion
 from gddim_numerics.result import SampleResult, StepInfo
 from gddim_numerics.tables import StepTables
 
-from .namespace import check_real_floating, namespace_of, same_kind
+from .kernels import kernels_for
+from .namespace import check_like, device_of, namespace_of, working_dtype
 from .noise import noise_source
 from .operators import operator_for
 
 
-def _progress(iterable, enabled: bool, total: int):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as exc:  # pragma: no cover - tqdm is an optional extra
-        raise ImportError("progress=True needs tqdm: pip install 'gddim-numerics[progress]'") from exc
-    return tqdm(iterable, total=total, desc="sampling", unit="step")
-
-
-def _check_state_shape(diffusion: LinearDiffusion, x, block_axis: int) -> None:
-    if x.ndim < 1:
-        raise ValueError("x must have a leading batch axis; got a 0-d array")
-
-
-def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn, x, *, rng=None, noise=None,
-               callback=None, progress: bool = False, return_trajectory: bool = False,
-               check_finite: bool = True, on_nonfinite: str = "raise", block_axis: int = -1) -> SampleResult:
-    """Run ``tables`` from the state ``x`` at ``tables.ts[0]``.
+def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable, x: Any, *, rng: Any = None,
+               noise: Callable | None = None, callback: Callable | None = None, progress: bool = False,
+               return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
+               block_axis: int = -1) -> SampleResult:
+    """Run ``tables`` from the state ``x`` at ``tables.ts[0]``, in ``x``'s own library and device.
 
     Parameters
     ----------
+    diffusion : LinearDiffusion
+        The diffusion the tables were built for (gives the layout of the state).
+    tables : StepTables
+        Float64 host tables of the sampler.
     eps_fn : callable
-        ``eps_fn(x, t) -> array`` with ``x`` in the caller's array type and layout and a float ``t``;
-        returns the network output of the plan's ``output`` type, same shape.
+        ``eps_fn(x, t) -> array``: ``x`` in the caller's array type, device, dtype and layout, ``t``
+        a Python float; returns the network output of the plan's ``output`` type, of ``x``'s shape,
+        library and device. A multistep plan keeps the last outputs, so ``eps_fn`` must not
+        overwrite an array it returned earlier.
     x : array
-        Start state of shape ``(B, *event_shape)`` (NumPy, CuPy, PyTorch, array-api-strict, ...).
-    rng, noise
-        Randomness for stochastic plans (see :func:`gddim_numerics.backends.noise.noise_source`).
+        Start state ``(B, *event_shape)``: NumPy, CuPy, PyTorch (CPU or CUDA), array-api-strict or
+        any array array-api-compat serves. ``k = 1``, ``M = 1`` diffusions take any event shape;
+        ``k > 1`` ones a block axis (``block_axis``); DCT-basis ones (BDM) the image axes
+        ``(H, W)`` last.
+    rng : int, sequence of int, or generator, optional
+        Randomness of stochastic plans: a seed, one seed per sample (a sample's result then does not
+        depend on the batch), or a generator of ``x``'s library (see
+        :func:`gddim_numerics.backends.noise.noise_source`).
+    noise : callable, optional
+        ``noise(step, shape) -> array``: the standard normal draw of each step that adds noise, in
+        the caller's layout, library and device (wins over ``rng``).
     callback : callable, optional
         Called after each step with a :class:`~gddim_numerics.result.StepInfo`.
     progress : bool
@@ -58,81 +61,136 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn, x, *, rng
     return_trajectory : bool
         Keep the state at every time of ``ts``.
     check_finite : bool
-        Detect NaN/Inf network outputs (reported with step index and time).
+        Detect NaN/Inf network outputs (reported with step index and time). The check sums each
+        output on the device and looks at the sums once, after the loop (no host synchronisation per
+        step); an output whose sum overflows the working dtype counts as non-finite.
     on_nonfinite : {"raise", "return"}
         Raise a ``FloatingPointError``, or return a result with ``success=False``.
     block_axis : int
-        Axis holding the ``k``-blocks for ``k > 1`` diffusions (size ``k`` or ``k * C``).
+        Axis of ``x`` holding the ``k``-blocks of ``k > 1`` diffusions: size ``k`` (e.g. ``-1`` for
+        ``(B, ..., 2)`` CLD states) or ``k * C`` (channel-split, e.g. ``1`` for ``(B, 2C, H, W)``,
+        component ``j`` being channels ``[j C, (j + 1) C)``).
+
+    Returns
+    -------
+    SampleResult
+        ``x`` of the caller's array type, device, dtype and shape.
+
+    Notes
+    -----
+    *Dtypes.* float64 and float32 states are computed in their own dtype. float16 and bfloat16
+    states are computed in float32: the state and every coefficient of a step are float32, the
+    network sees the state cast to the caller's dtype and its output is cast to float32, and the
+    results are cast back. A network output of another floating dtype is cast to the working dtype.
+    The coefficient tables stay float64 on the host; each table is moved once per call to ``x``'s
+    library and device in the working dtype (Python floats for ``k = M = 1`` diffusions).
+
+    *Arrays.* No host synchronisation happens inside the loop: coefficients are Python floats or
+    device arrays made before it, and non-finite outputs are found from sums looked at after it.
+    Arrays the loop keeps to itself (DCT coordinates, float32 copies of half-precision states,
+    converted network outputs) are recycled; an array handed to ``eps_fn`` or the caller is never
+    written to afterwards.
     """
     if on_nonfinite not in ("raise", "return"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
     if not callable(eps_fn):
-        raise TypeError("eps_fn must be a callable eps_fn(x, t) -> array")
+        raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
     xp = namespace_of(x, "x")
-    check_real_floating(xp, x, "x")
-    _check_state_shape(diffusion, x, block_axis)
     out_dtype = x.dtype
-    work_dtype = x.dtype if x.dtype in (xp.float32, xp.float64) else xp.float32
-    xw = xp.astype(x, work_dtype) if work_dtype != out_dtype else x
-    op = operator_for(diffusion, xp, xw, work_dtype, block_axis)
+    work = working_dtype(xp, out_dtype, "x")
+    dev = device_of(x)
+    shape = tuple(x.shape)
+    kern = kernels_for(xp, work, dev)
+    op = operator_for(diffusion, kern, shape, block_axis)
+    if op.transforms:
+        def to_modes(v: Any) -> Any:
+            return op.to_modes(v, kern.buffer(shape))
+    else:
+        def to_modes(v: Any) -> Any:
+            return v
+    if op.transforms or work != out_dtype:
+        def to_caller(u: Any) -> Any:
+            v = op.from_modes(u)
+            return v if v.dtype == out_dtype else xp.astype(v, out_dtype)
+        # the loop's own state is never handed out: recycle it
+        recycle = kern.release
+    else:
+        def to_caller(u: Any) -> Any:
+            return u
 
-    ts = tables.ts
-    n = tables.n_steps
+        def recycle(u: Any) -> None:
+            return None
+
+    # tables: moved once, in the working dtype
+    ts, orders, n = tables.ts.tolist(), tables.orders.tolist(), tables.n_steps
     state = op.prepare(tables.state)
     history = [op.prepare(tables.history[:, j]) for j in range(tables.max_order)]
+    converts = tables.input_state is not None or tables.input_output is not None
+    in_out = op.prepare(_or_identity(tables.input_output, tables.state)) if converts else None
     in_state = op.prepare(tables.input_state) if tables.input_state is not None else None
-    in_out = op.prepare(tables.input_output) if tables.input_output is not None else None
-    want_x0 = callback is not None
-    d_state = op.prepare(tables.data_state) if want_x0 and tables.data_state is not None else None
-    d_out = op.prepare(tables.data_output) if want_x0 else None
-    noise_tab = op.prepare(tables.noise) if tables.noise is not None else None
-    draw = noise_source(xp, xw, rng=rng, noise=noise) if tables.stochastic else None
+    data_out = op.prepare(_or_identity(tables.data_output, tables.state)) if callback is not None else None
+    data_state = op.prepare(tables.data_state) if callback is not None and tables.data_state is not None else None
+    if tables.stochastic:
+        noise_tab = op.prepare(tables.noise)
+        noisy = np.any(tables.noise != 0.0, axis=(1, 2, 3)).tolist()
+        draw = noise_source(xp, x, work, rng=rng, noise=noise)
 
-    u = op.to_modes(xw)
-    hist: list = []
+    xw = x if work == out_dtype else xp.astype(x, work)
+    u = to_modes(xw)
+    hist: list[tuple[Any, bool]] = []  # (h, owned by the loop), newest first
     sums = []
     trajectory = [x] if return_trajectory else None
-    shape = tuple(x.shape)
-    for k in _progress(range(n), progress, n):
-        t = float(ts[k])
-        x_in = op.from_modes(u) if op.transforms else u
-        if work_dtype != out_dtype:
-            x_in = xp.astype(x_in, out_dtype)
+    x_type = type(x)
+    for k in _progress(range(n), progress):
+        t = ts[k]
+        x_in = to_caller(u)
         y = eps_fn(x_in, t)
-        if k == 0:
-            same_kind(xp, x, y, "eps_fn", "x")
+        if type(y) is not x_type or y.dtype != work or device_of(y) != dev:
+            check_like(xp, x, y, "eps_fn", "x")
         if tuple(y.shape) != shape:
-            raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at step {k} (t={t:g}); expected the state's shape {shape}")
-        if y.dtype != work_dtype:
-            y = xp.astype(y, work_dtype)
+            raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at step {k} (t={t:g}); expected the state's "
+                             f"shape {shape}")
+        yw = y if y.dtype == work else xp.astype(y, work)
         if check_finite:
-            sums.append(xp.sum(y))
-        y_modes = op.to_modes(y) if op.transforms else y
-        h = _history_entry(op, y_modes, u, None if in_out is None else in_out[k],
-                           None if in_state is None else in_state[k])
-        hist.insert(0, h)
-        del hist[tables.max_order:]
-        terms = [(state[k], u)] + [(history[j][k], hist[j]) for j in range(int(tables.orders[k]))]
-        if draw is not None:
-            z = draw(k)
-            if op.transforms:
-                z = op.to_modes(z)
-            terms.append((noise_tab[k], z))
-        u_next = op.combine(terms)
+            sums.append(xp.sum(yw))
+        y_m = to_modes(yw)
+        y_owned = y_m is not y
+        if converts:
+            terms = [(in_out[k], y_m)] + ([(in_state[k], u)] if in_state is not None else [])
+            h, h_owned = op.combine(terms, kern.buffer(shape)), True
+        else:
+            h, h_owned = y_m, y_owned
+        hist.insert(0, (h, h_owned))
+        if len(hist) > tables.max_order:
+            old, old_owned = hist.pop()
+            if old_owned:
+                kern.release(old)
+
+        terms = [(state[k], u)] + [(history[j][k], hist[j][0]) for j in range(orders[k])]
+        z_m = None
+        if tables.stochastic and noisy[k]:
+            z_m = to_modes(draw(k))
+            terms.append((noise_tab[k], z_m))
+        u_next = op.combine(terms, kern.buffer(shape))
+        if op.transforms and z_m is not None:
+            kern.release(z_m)
         if callback is not None:
-            x0 = op.combine([(d_out[k], y_modes)] + ([(d_state[k], u)] if d_state is not None else []))
-            callback(StepInfo(step=k, t=t, t_next=float(ts[k + 1]), x=_out(op, u, xp, out_dtype),
-                              x0_pred=_out(op, x0, xp, out_dtype), eps=y, nfe=k + 1))
+            terms = [(data_out[k], y_m)] + ([(data_state[k], u)] if data_state is not None else [])
+            callback(StepInfo(step=k, t=t, t_next=ts[k + 1], x=x_in, x0_pred=to_caller(op.combine(terms)),
+                              eps=y, nfe=k + 1))
+        if converts and y_owned:
+            kern.release(y_m)
+        recycle(u)
         u = u_next
         if return_trajectory:
-            trajectory.append(_out(op, u, xp, out_dtype))
+            trajectory.append(to_caller(u))
 
-    result = SampleResult(x=_out(op, u, xp, out_dtype), ts=np.asarray(ts), nfe=n, trajectory=trajectory)
+    result = SampleResult(x=to_caller(u), ts=np.asarray(tables.ts), nfe=n, trajectory=trajectory)
     if check_finite and sums:
         finite = xp.isfinite(xp.stack(sums))
         if not bool(xp.all(finite)):
-            bad = int(np.argmin(np.asarray(_to_host(xp, finite))))
-            msg = (f"eps_fn returned NaN or Inf at step {bad} (t={ts[bad]:.6g}); the state after it is not "
+            bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8)))
+            msg = (f"eps_fn returned NaN or Inf at step {bad} (t={ts[bad]:.6g}); the states after it are not "
                    "meaningful. Check the network's input scaling and dtype at that time.")
             if on_nonfinite == "raise":
                 raise FloatingPointError(msg)
@@ -140,25 +198,18 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn, x, *, rng
     return result
 
 
-def _history_entry(op, y, u, b, a):
-    """``h = a u + b y`` with ``b = None`` the identity and ``a = None`` zero."""
-    if b is None and a is None:
-        return y
-    if a is None:
-        return op.combine([(b, y)])
-    if b is None:
-        return y + op.combine([(a, u)])
-    return op.combine([(b, y), (a, u)])
+def _or_identity(table: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """``table``, or identity blocks shaped like ``like`` when it is ``None``."""
+    if table is not None:
+        return table
+    return np.broadcast_to(np.eye(like.shape[-1]), like.shape)
 
 
-def _out(op, u, xp, dtype):
-    x = op.from_modes(u) if op.transforms else u
-    return xp.astype(x, dtype) if x.dtype != dtype else x
-
-
-def _to_host(xp, a):
-    """Copy a small array to NumPy (used once, after the loop)."""
+def _progress(steps: range, enabled: bool) -> Iterable[int]:
+    if not enabled:
+        return steps
     try:
-        return np.asarray(a)
-    except (TypeError, RuntimeError):
-        return np.asarray(a.cpu()) if hasattr(a, "cpu") else np.asarray(list(a))
+        from tqdm.auto import tqdm
+    except ImportError as exc:  # pragma: no cover - tqdm is an optional extra
+        raise ImportError("progress=True needs tqdm: pip install 'gddim-numerics[progress]'") from exc
+    return tqdm(steps, total=len(steps), desc="sampling", unit="step")

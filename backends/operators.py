@@ -1,147 +1,207 @@
 r"""Structured application of per-mode ``(M, k, k)`` coefficients to the caller's arrays.
 
-Three layouts cover every diffusion (DESIGN.md, "a linear diffusion is a batch of small systems"):
+Three layouts cover every diffusion (DESIGN.md, "a linear diffusion is a batch of small systems");
+the state is ``(B, *event_shape)``:
 
-* :class:`ScalarModes` (``M = k = 1``, VP/VE): coefficients are Python floats, any state shape;
-* :class:`BlockModes` (``M = 1``, ``k > 1``, CLD and dense): ``k x k`` blocks along a block axis of
-  size ``k * C``, component ``j`` being the slice ``[j C, (j + 1) C)`` (``C = 1``: a trailing
-  ``(..., k)`` axis; ``C > 1``: a channel-split layout such as ``(B, 2C, H, W)`` for CLD);
-* :class:`DCTModes` (``k = 1``, ``M = H W``, BDM): coefficients are ``(H, W)`` arrays applied to
-  :math:`y = D_H x D_W^\top` (orthonormal DCT-II matrices along the two image axes).
+* :class:`ScalarModes` (``M = k = 1``: VP, VE): coefficients are Python floats, any state shape;
+* :class:`BlockModes` (``M = 1``, ``k > 1``: CLD, dense ``d x d``): ``k x k`` blocks along a block
+  axis of size ``k * C``, component ``j`` being the slice ``[j C, (j + 1) C)`` of that axis. ``C = 1``
+  is a trailing ``(..., k)`` axis (``block_axis=-1``); ``C > 1`` a channel-split layout such as
+  ``(B, 2C, H, W)`` for CLD (``block_axis=1``). A block is applied as one matrix product with a
+  ``(k, k)`` coefficient array on the state's device, whatever ``k``;
+* :class:`DCTModes` (``k = 1``, ``M = H W``: BDM): coefficients are ``(H, W)`` arrays acting on
+  :math:`y = D_H x D_W^\top` over the last two axes (orthonormal DCT-II matrices ``D``); the loop
+  keeps the state in these coordinates.
 
 Each operator turns a whole host table ``(N, M, k, k)`` into its array-side form once
-(:meth:`prepare`), and forms a step's linear combination :math:`\sum_i c_i \cdot v_i` in one
-expression (:meth:`combine`).
+(:meth:`ScalarModes.prepare`) and forms a step's linear combination :math:`\sum_i c_i v_i`
+(:meth:`ScalarModes.combine`) with the call's :mod:`~gddim_numerics.backends.kernels`.
 """
 
 from __future__ import annotations
+
+import operator
+from math import prod
+from typing import Any
 
 import numpy as np
 
 from gddim_numerics.bases import DCTBasis
 from gddim_numerics.diffusion import LinearDiffusion
 
-from .namespace import device_of
+from .kernels import StandardKernels
 
 
 class ScalarModes:
-    """``M = k = 1``: every coefficient is a Python float."""
+    """``M = k = 1``: every coefficient is a Python float; any state shape.
 
+    Parameters
+    ----------
+    kernels : StandardKernels
+        Kernels of the sample call.
+    shape : tuple of int
+        Shape of the state.
+    """
+
+    #: whether the mode coordinates differ from the caller's layout
     transforms = False
 
-    def __init__(self, xp, x):
-        self.xp = xp
-
-    def to_modes(self, x):
-        return x
-
-    def from_modes(self, y):
-        return y
+    def __init__(self, kernels: StandardKernels, shape: tuple[int, ...]):
+        self.kernels, self.shape = kernels, tuple(shape)
 
     def prepare(self, table: np.ndarray) -> list:
-        return [float(v) for v in table.reshape(table.shape[0], -1)[:, 0]]
+        """Per-step coefficients of a host table ``(N, M, k, k)``: a list of ``N`` (one move per table)."""
+        return [float(v) for v in table[:, 0, 0, 0]]
 
-    def combine(self, terms):
-        """``sum_i c_i * v_i`` for ``terms = [(c_i, v_i)]``."""
-        acc = None
-        for c, v in terms:
-            term = c * v
-            acc = term if acc is None else acc + term
+    def to_modes(self, x: Any, out: Any = None) -> Any:
+        """Mode coordinates of an array in the caller's layout (``out``: a buffer to write into)."""
+        return x
+
+    def from_modes(self, u: Any, out: Any = None) -> Any:
+        """Caller's layout of mode coordinates ``u`` (``out``: a buffer to write into)."""
+        return u
+
+    def combine(self, terms: list[tuple[Any, Any]], out: Any = None) -> Any:
+        """``sum_i c_i v_i`` of ``terms = [(c_i, v_i), ...]`` (mode coordinates), into ``out`` if given."""
+        (c, v), *rest = terms
+        acc = self.kernels.scale(c, v, out)
+        for c, v in rest:
+            acc = self.kernels.add_scaled(acc, c, v)
         return acc
 
 
-class BlockModes:
-    """``M = 1``, ``k x k`` blocks along ``axis`` (size ``k * C``)."""
+class BlockModes(ScalarModes):
+    """``M = 1``, ``k x k`` blocks along ``axis`` (size ``k * C``), applied by matrix products.
 
-    transforms = False
+    The state is viewed as ``(P, k, Q)`` with ``P`` the product of the axes before the block axis
+    and ``Q = C * (product of the axes after it)``; a block ``A`` acts as ``A @ v`` on that view,
+    or as ``v @ A^T`` on the ``(P, k)`` view when ``Q = 1`` (a trailing block axis of size ``k``).
 
-    def __init__(self, xp, x, k: int, axis: int = -1):
-        self.xp, self.k = xp, k
-        ndim = x.ndim
+    Raises
+    ------
+    TypeError
+        If ``axis`` is not an integer.
+    ValueError
+        If ``axis`` is out of range, is the batch axis, or its size is not a multiple of ``k``.
+    """
+
+    def __init__(self, kernels: StandardKernels, shape: tuple[int, ...], k: int, axis: int = -1):
+        super().__init__(kernels, shape)
+        ndim = len(self.shape)
+        try:
+            axis = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"block_axis must be an integer; got {axis!r}") from None
+        if ndim < 2:
+            raise ValueError(f"x must have a batch axis and a block axis of size {k} (e.g. shape (B, ..., {k})); "
+                             f"got shape {self.shape}")
+        if not -ndim <= axis < ndim or axis % ndim == 0:
+            raise ValueError(f"block_axis={axis} must name an event axis of x (1..{ndim - 1}, or negative); "
+                             f"x has shape {self.shape} and axis 0 is the batch axis")
         self.axis = axis % ndim
-        size = x.shape[self.axis]
-        if size % k != 0 or size == 0:
-            raise ValueError(f"x's block axis {axis} has size {size}; the diffusion's blocks need a multiple of k = {k} "
-                             f"(k for a trailing (..., {k}) axis, or k*C for a channel-split layout)")
-        self.width = size // k
-        self._slices = [
-            tuple(slice(None) for _ in range(self.axis)) + (slice(j * self.width, (j + 1) * self.width),)
-            for j in range(k)
-        ]
-
-    def to_modes(self, x):
-        return x
-
-    def from_modes(self, y):
-        return y
+        size = self.shape[self.axis]
+        if size % k != 0:
+            raise ValueError(f"x's block axis {self.axis} has size {size}; the diffusion's {k}x{k} blocks need "
+                             f"size {k} (a trailing (..., {k}) axis) or a multiple k*C of it (channel-split "
+                             f"layout, e.g. (B, {k}*C, H, W) with block_axis=1); x has shape {self.shape}")
+        self.k = k
+        outer = prod(self.shape[: self.axis])
+        inner = (size // k) * prod(self.shape[self.axis + 1:])
+        self._left = inner > 1
+        self._view = (outer, k, inner) if self._left else (outer, k)
 
     def prepare(self, table: np.ndarray) -> list:
-        return [[[float(c) for c in row] for row in block[0]] for block in table]
+        blocks = table[:, 0] if self._left else np.swapaxes(table[:, 0], -1, -2)
+        return _steps(self.kernels.asarray(np.ascontiguousarray(blocks)))
 
-    def combine(self, terms):
-        parts = [[v[s] for s in self._slices] for _, v in terms]
-        out = []
-        for i in range(self.k):
-            acc = None
-            for (c, _), comps in zip(terms, parts):
-                for j in range(self.k):
-                    cij = c[i][j]
-                    if cij == 0.0:
-                        continue
-                    term = cij * comps[j]
-                    acc = term if acc is None else acc + term
-            if acc is None:
-                acc = self.xp.zeros_like(parts[0][0])
-            out.append(acc)
-        return self.xp.concat(out, axis=self.axis)
+    def combine(self, terms: list[tuple[Any, Any]], out: Any = None) -> Any:
+        xp, kern = self.kernels.xp, self.kernels
+        view = None if out is None else xp.reshape(out, self._view)
+        (c, v), *rest = terms
+        if self._left:
+            acc = kern.matmul(c, xp.reshape(v, self._view), view)
+            for c, v in rest:
+                acc = kern.add_matmul(acc, c, xp.reshape(v, self._view))
+        else:
+            acc = kern.matmul(xp.reshape(v, self._view), c, view)
+            for c, v in rest:
+                acc = kern.add_matmul(acc, xp.reshape(v, self._view), c)
+        return xp.reshape(acc, self.shape)
 
 
-class DCTModes:
-    """``k = 1``, ``M = H W`` frequencies of the orthonormal 2-D DCT over the last two axes."""
+class DCTModes(ScalarModes):
+    r"""``k = 1``, ``M = H W`` frequencies of the orthonormal 2-D DCT over the last two axes.
+
+    Mode coordinates are :math:`y = D_H x D_W^\top` (two matrix products in the state's namespace);
+    a coefficient is an ``(H, W)`` array that broadcasts over the leading axes.
+
+    Raises
+    ------
+    ValueError
+        If the state's last two axes are not the diffusion's image shape ``(H, W)``, or there is no
+        batch axis before them.
+    """
 
     transforms = True
 
-    def __init__(self, xp, x, basis: DCTBasis, dtype):
-        self.xp = xp
+    def __init__(self, kernels: StandardKernels, shape: tuple[int, ...], basis: DCTBasis):
+        super().__init__(kernels, shape)
         h, w = basis.shape
-        if tuple(x.shape[-2:]) != (h, w):
-            raise ValueError(f"x's last two axes must be the diffusion's image shape {(h, w)}; got {tuple(x.shape)}")
-        dev = device_of(x)
-        self.shape = (h, w)
-        self.dtype = dtype
-        self.dh = xp.asarray(basis.matrix(0), dtype=dtype, device=dev)
-        self.dw = xp.asarray(basis.matrix(1), dtype=dtype, device=dev)
-        self.dh_t = xp.asarray(basis.matrix(0).T.copy(), dtype=dtype, device=dev)
-        self.dw_t = xp.asarray(basis.matrix(1).T.copy(), dtype=dtype, device=dev)
-        self.device = dev
+        if len(self.shape) < 3 or self.shape[-2:] != (h, w):
+            raise ValueError(f"x must have shape (B, ..., {h}, {w}): a batch axis, then the diffusion's image "
+                             f"axes (H, W) = {(h, w)} last; got shape {self.shape}")
+        self.image_shape = (h, w)
+        self._dh = kernels.asarray(basis.matrix(0))
+        self._dw = kernels.asarray(basis.matrix(1))
+        self._dh_t = kernels.asarray(np.ascontiguousarray(basis.matrix(0).T))
+        self._dw_t = kernels.asarray(np.ascontiguousarray(basis.matrix(1).T))
 
-    def to_modes(self, x):
-        return self.xp.matmul(self.xp.matmul(self.dh, x), self.dw_t)
+    def prepare(self, table: np.ndarray) -> list:
+        return _steps(self.kernels.asarray(table.reshape((table.shape[0],) + self.image_shape)))
 
-    def from_modes(self, y):
-        return self.xp.matmul(self.xp.matmul(self.dh_t, y), self.dw)
+    def to_modes(self, x: Any, out: Any = None) -> Any:
+        kern = self.kernels
+        tmp = kern.matmul(self._dh, x, kern.scratch(tuple(x.shape)))
+        return kern.matmul(tmp, self._dw_t, out)
 
-    def prepare(self, table: np.ndarray):
-        arr = table.reshape((table.shape[0],) + self.shape)
-        return self.xp.asarray(arr, dtype=self.dtype, device=self.device)
-
-    def combine(self, terms):
-        acc = None
-        for c, v in terms:
-            term = c * v
-            acc = term if acc is None else acc + term
-        return acc
+    def from_modes(self, u: Any, out: Any = None) -> Any:
+        kern = self.kernels
+        tmp = kern.matmul(self._dh_t, u, kern.scratch(tuple(u.shape)))
+        return kern.matmul(tmp, self._dw, out)
 
 
-def operator_for(diffusion: LinearDiffusion, xp, x, dtype, block_axis: int = -1):
-    """The operator that serves ``diffusion`` on arrays like ``x``."""
+def _steps(table: Any) -> list:
+    """The per-step views ``table[k, ...]`` of a device table (made once, indexed by a list per step)."""
+    return [table[k, ...] for k in range(table.shape[0])]
+
+
+def operator_for(diffusion: LinearDiffusion, kernels: StandardKernels, shape: tuple[int, ...],
+                 block_axis: int = -1) -> ScalarModes:
+    """The operator that serves ``diffusion`` on states of ``shape``.
+
+    Parameters
+    ----------
+    diffusion : LinearDiffusion
+        Gives ``(M, k)`` and the basis.
+    kernels : StandardKernels
+        Kernels of the sample call (see :func:`~gddim_numerics.backends.kernels.kernels_for`).
+    shape : tuple of int
+        Shape ``(B, *event_shape)`` of the state.
+    block_axis : int
+        Block axis of ``k > 1`` diffusions (ignored otherwise).
+
+    Raises
+    ------
+    ValueError
+        If the state's shape does not carry the diffusion's layout.
+    """
     m, k = diffusion.shape
+    if len(shape) < 1:
+        raise ValueError("x must have a leading batch axis, shape (B, *event_shape); got a 0-d array")
     if isinstance(diffusion.basis, DCTBasis):
-        return DCTModes(xp, x, diffusion.basis, dtype)
+        return DCTModes(kernels, shape, diffusion.basis)
     if m == 1 and k == 1:
-        return ScalarModes(xp, x)
+        return ScalarModes(kernels, shape)
     if m == 1:
-        if x.ndim < 2:
-            raise ValueError(f"x must have a batch axis and a block axis of size {k}; got shape {tuple(x.shape)}")
-        return BlockModes(xp, x, k, block_axis)
+        return BlockModes(kernels, shape, k, block_axis)
     raise ValueError(f"no array layout serves {diffusion!r} (M={m}, k={k}) in the identity basis")

@@ -12,6 +12,7 @@ from .diffusion import LinearDiffusion
 from .grids import GRID_KINDS, check_grid, time_grid
 from .linear_sde import ConstantCoefficientSDE, LinearSDE
 from .plans import GDDIM
+from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
 from .sampling import METHODS, Method, register_method, sample
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
@@ -21,7 +22,10 @@ from .vp import VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiracData",
     "GDDIM",
+    "GaussianData",
+    "GaussianMixture",
     "GRID_KINDS",
     "METHODS",
     "Method",
