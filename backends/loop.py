@@ -121,15 +121,23 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
         def recycle(u: Any) -> None:
             return None
 
-    # tables: moved once, in the working dtype
-    ts, orders, n = tables.ts.tolist(), tables.orders.tolist(), tables.n_steps
-    state = op.prepare(tables.state)
-    history = [op.prepare(tables.history[:, j]) for j in range(tables.max_order)]
-    converts = tables.input_state is not None or tables.input_output is not None
-    in_out = op.prepare(_or_identity(tables.input_output, tables.state)) if converts else None
-    in_state = op.prepare(tables.input_state) if tables.input_state is not None else None
-    data_out = op.prepare(_or_identity(tables.data_output, tables.state)) if callback is not None else None
-    data_state = op.prepare(tables.data_state) if callback is not None and tables.data_state is not None else None
+    # Tables, moved once in the working dtype. The newest output enters a step with its conversion
+    # folded in on the host (float64), u' = (A + B_0 a) u + (B_0 b) y + sum_{j>=1} B_j h_{k-j} + N z,
+    # so that A u and B_0 a u never cancel in the working dtype; h_k = a u + b y is formed only when a
+    # later step uses it.
+    ts, orders, n, q = tables.ts.tolist(), tables.orders.tolist(), tables.n_steps, tables.max_order
+    newest = tables.history[:, 0]
+    state = op.prepare(tables.state if tables.input_state is None else tables.state + newest @ tables.input_state)
+    from_output = op.prepare(newest if tables.input_output is None else newest @ tables.input_output)
+    older = [None] + [op.prepare(tables.history[:, j]) for j in range(1, q)]
+    kept = [any(orders[i] > i - k for i in range(k + 1, min(k + q, n))) for k in range(n)]
+    converts = (tables.input_state is not None or tables.input_output is not None) and any(kept)
+    if converts:
+        in_out = op.prepare(_or_identity(tables.input_output, tables.state))
+        in_state = op.prepare(tables.input_state) if tables.input_state is not None else None
+    if callback is not None:
+        data_out = op.prepare(_or_identity(tables.data_output, tables.state))
+        data_state = op.prepare(tables.data_state) if tables.data_state is not None else None
     if tables.stochastic:
         noise_tab = op.prepare(tables.noise)
         noisy = np.any(tables.noise != 0.0, axis=(1, 2, 3)).tolist()
@@ -137,7 +145,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
 
     xw = x if work == out_dtype else xp.astype(x, work)
     u = to_modes(xw)
-    hist: list[tuple[Any, bool]] = []  # (h, owned by the loop), newest first
+    hist: dict[int, tuple[Any, bool]] = {}  # step -> (h, owned by the loop)
     sums = []
     trajectory = [x] if return_trajectory else None
     x_type = type(x)
@@ -155,18 +163,9 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
             sums.append(xp.sum(yw))
         y_m = to_modes(yw)
         y_owned = y_m is not y
-        if converts:
-            terms = [(in_out[k], y_m)] + ([(in_state[k], u)] if in_state is not None else [])
-            h, h_owned = op.combine(terms, kern.buffer(shape)), True
-        else:
-            h, h_owned = y_m, y_owned
-        hist.insert(0, (h, h_owned))
-        if len(hist) > tables.max_order:
-            old, old_owned = hist.pop()
-            if old_owned:
-                kern.release(old)
 
-        terms = [(state[k], u)] + [(history[j][k], hist[j][0]) for j in range(orders[k])]
+        terms = [(state[k], u), (from_output[k], y_m)]
+        terms += [(older[j][k], hist[k - j][0]) for j in range(1, orders[k])]
         z_m = None
         if tables.stochastic and noisy[k]:
             z_m = to_modes(draw(k))
@@ -178,8 +177,18 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
             terms = [(data_out[k], y_m)] + ([(data_state[k], u)] if data_state is not None else [])
             callback(StepInfo(step=k, t=t, t_next=ts[k + 1], x=x_in, x0_pred=to_caller(op.combine(terms)),
                               eps=y, nfe=k + 1))
-        if converts and y_owned:
+
+        if kept[k] and converts:
+            terms = [(in_out[k], y_m)] + ([(in_state[k], u)] if in_state is not None else [])
+            hist[k] = (op.combine(terms, kern.buffer(shape)), True)
+        elif kept[k]:
+            hist[k] = (y_m, y_owned)
+        if y_owned and not (kept[k] and not converts):
             kern.release(y_m)
+        for old in [m for m in hist if m <= k + 1 - q]:
+            h, owned = hist.pop(old)
+            if owned:
+                kern.release(h)
         recycle(u)
         u = u_next
         if return_trajectory:

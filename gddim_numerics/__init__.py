@@ -15,6 +15,7 @@ from .plans import GDDIM
 from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
 from .sampling import METHODS, Method, register_method, sample
+from . import baselines  # noqa: E402,F401  (registers the baseline samplers)
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
 from .ve import VESDE
 from .vp import VPSDE

@@ -48,7 +48,7 @@ from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
 from .linear_sde import ConstantCoefficientSDE
 from .outputs import check_output_type, to_data, to_noise
-from .plans import _io_tables, denoise_tables, psd_factor
+from .plans import _check_lam, _io_tables, denoise_tables, psd_factor
 from .result import SampleResult, StepInfo
 from .sampling import Method, register_method
 from .tables import StepTables, concatenate
@@ -121,15 +121,9 @@ def probability_flow_coefficients(diffusion: LinearDiffusion, times, output: str
     return diffusion.drift(times) + half_gain @ a, half_gain @ b
 
 
-def _check_lam(lam) -> float:
-    lam = float(lam)
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam (lambda) must be a finite number >= 0; got {lam!r}")
-    return lam
-
-
 def _grid(diffusion: LinearDiffusion, ts, denoise: bool) -> np.ndarray:
-    ts = check_grid(diffusion, ts)
+    """``ts`` checked by :func:`check_grid`, ending above 0 when a denoising step follows."""
+    ts = check_grid(_check_diffusion(diffusion), ts)
     if denoise and ts[-1] <= 0:
         raise ValueError("denoise=True needs a grid that ends at t_end > 0 (the denoising step goes from t_end to 0)")
     return ts
@@ -183,10 +177,12 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
         u_t = \frac{\alpha_{s|t}\Sigma_t}{\Sigma_s}\,u_s + \frac{\sigma^2_{s|t}}{\Sigma_s}\,\Psi(t, 0)\hat u_0
               + \sqrt{\frac{\Sigma_t\,\sigma^2_{s|t}}{\Sigma_s}}\;z .
 
-    This is BDM's pseudo-code update written with :math:`\sigma^2_{t\to s} = (\sigma_s^{-2} +
-    \alpha_{t|s}^2/\sigma_{t|s}^2)^{-1}` in its own notation, and it equals stochastic gDDIM with
-    λ = 1 (MATH.md §4.1, §5.4). No clipping of denominators: a step whose signal-to-noise ratio
-    does not decrease is refused.
+    In the BDM paper's notation (current time ``t``, next ``s``) this is its pseudo-code's
+    :math:`\mu = \frac{\alpha_{t|s}\sigma^2_{t\to s}}{\sigma^2_{t|s}}y_t
+    + \frac{\sigma^2_{t\to s}}{\alpha_{t|s}\sigma_s^2}(y_t - \sigma_t\hat\epsilon)`,
+    :math:`\sigma^2_{t\to s} = (\sigma_s^{-2} + \alpha_{t|s}^2/\sigma_{t|s}^2)^{-1}`, per frequency; it equals
+    stochastic gDDIM with λ = 1 (MATH.md §4.1, §5.4). Denominators are not clipped: a step whose
+    signal-to-noise ratio does not decrease is refused.
 
     Raises
     ------
@@ -202,16 +198,16 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
         )
     ts = check_grid(diffusion, ts)
     s, t = ts[:-1], ts[1:]
-    alpha = diffusion.transition(s, t)
+    alpha_st = diffusion.transition(s, t)
     psi = diffusion.transition(t, s)
     var_s, var_t = diffusion.covariance(s), diffusion.covariance(t)
-    step_var = var_s - alpha**2 * var_t
+    step_var = var_s - alpha_st**2 * var_t
     if np.any(step_var <= 0):
         k = int(np.argmax(np.any(step_var <= 0, axis=(1, 2, 3))))
         raise ValueError(f"the signal-to-noise ratio does not decrease over step {k} ({s[k]:g} -> {t[k]:g}); "
                          "ancestral sampling needs Sigma_s > Psi(s,t)^2 Sigma_t on every step")
     to_data_weight = step_var / var_s * psi
-    state = alpha * var_t / var_s + to_data_weight
+    state = alpha_st * var_t / var_s + to_data_weight
     history = (-to_data_weight * diffusion.gddim_factor(s))[:, None]
     noise = np.sqrt(var_t * step_var / var_s)
     return StepTables(ts=ts, state=state, history=history, orders=np.ones(len(s), dtype=int), noise=noise,
@@ -241,27 +237,28 @@ class TablePlan:
         return f"TablePlan({self.diffusion!r}, N={self.tables.n_steps}, {self.tables.info})"
 
 
-def _table_plan(diffusion, tables: StepTables, output: str, denoise: bool) -> TablePlan:
+def _table_plan(diffusion: LinearDiffusion, tables: StepTables, output: str, denoise: bool) -> TablePlan:
     if denoise:
-        if tables.ts[-1] <= 0:
-            raise ValueError("denoise=True needs a grid that ends at t_end > 0 (the denoising step goes from t_end to 0)")
         tables = concatenate(tables, denoise_tables(diffusion, float(tables.ts[-1]), "R", output))
     return TablePlan(diffusion, tables)
 
 
 def em(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "eps_R", denoise: bool = False) -> TablePlan:
     """Euler–Maruyama plan on the λ-family reverse SDE; see :func:`em_tables`."""
-    return _table_plan(diffusion, em_tables(diffusion, ts, lam, output), output, denoise)
+    return _table_plan(diffusion, em_tables(diffusion, _grid(diffusion, ts, denoise), lam, output), output, denoise)
 
 
 def euler(diffusion: LinearDiffusion, ts, output: str = "eps_R", denoise: bool = False) -> TablePlan:
-    r"""Probability-flow Euler plan: :math:`u_t = u_s + \Delta t\,(F_su_s + \tfrac12G_sG_s^\top R_s^{-\top}\epsilon_R)`."""
-    return _table_plan(diffusion, em_tables(diffusion, ts, 0.0, output), output, denoise)
+    r"""Probability-flow Euler plan (:func:`em_tables` with λ = 0).
+
+    :math:`u_t = u_s + \Delta t\,(F_su_s + \tfrac12G_sG_s^\top R_s^{-\top}\epsilon_R)`.
+    """
+    return _table_plan(diffusion, em_tables(diffusion, _grid(diffusion, ts, denoise), 0.0, output), output, denoise)
 
 
 def ancestral(diffusion: LinearDiffusion, ts, output: str = "eps_R", denoise: bool = False) -> TablePlan:
     """Ancestral (DDPM/BDM) plan; see :func:`ancestral_tables`."""
-    return _table_plan(diffusion, ancestral_tables(diffusion, ts, output), output, denoise)
+    return _table_plan(diffusion, ancestral_tables(diffusion, _grid(diffusion, ts, denoise), output), output, denoise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +315,12 @@ class _ArrayRun:
     def draw(self, index: int):
         """Standard normal noise number ``index`` (a user ``noise(index, shape)`` callable sees ``index``)."""
         return self._modes(self._draw(index))
+
+    def report(self, callback, k: int, ts: np.ndarray, u, y_raw, y, data: tuple) -> None:
+        """Call ``callback`` with the :class:`StepInfo` of step ``k``: the network saw ``u``, returned ``y_raw``."""
+        x0 = self.combine((data[0][k], u), (data[1][k], y))
+        callback(StepInfo(step=k, t=float(ts[k]), t_next=float(ts[k + 1]), x=self.to_caller(u),
+                          x0_pred=self.to_caller(x0), eps=y_raw, nfe=self.nfe))
 
     def to_caller(self, u):
         """A mode-coordinate state as an array of the caller's layout and dtype."""
@@ -426,7 +429,7 @@ class Heun:
     def sample(self, eps_fn, x, *, rng=None, noise=None, callback=None, progress: bool = False,
                return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
                block_axis: int = -1) -> SampleResult:
-        """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables` (``rng``/``noise`` unused)."""
+        """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables` (no noise is drawn)."""
         _check_on_nonfinite(on_nonfinite)
         run = _ArrayRun(self.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite)
         tab = {name: run.prepare(table) for name, table in self.tables.items()}
@@ -444,9 +447,7 @@ class Heun:
             else:
                 u_next = u_pred
             if callback is not None:
-                x0 = run.combine((tab["data_state"][k], u), (tab["data_output"][k], y))
-                callback(StepInfo(step=k, t=float(self.ts[k]), t_next=float(self.ts[k + 1]), x=run.to_caller(u),
-                                  x0_pred=run.to_caller(x0), eps=y_raw, nfe=run.nfe))
+                run.report(callback, k, self.ts, u, y_raw, y, (tab["data_state"], tab["data_output"]))
             u = u_next
             if return_trajectory:
                 trajectory.append(run.to_caller(u))
@@ -532,7 +533,7 @@ class SSCS:
     def __init__(self, diffusion: CLD, ts, output: str = "eps_R", denoise: bool = False):
         if not isinstance(diffusion, CLD):
             raise ValueError(f"sscs (symmetric splitting) is CLD's sampler and needs a gd.CLD diffusion; got "
-                            f"{diffusion!r}. Use method='em' or 'gddim' for other diffusions")
+                             f"{diffusion!r}. Use method='em' or 'gddim' for other diffusions")
         self.diffusion = diffusion
         self.output = check_output_type(output)
         self.denoise = bool(denoise)
@@ -574,9 +575,7 @@ class SSCS:
             v = run.combine((tab["first_state"][k], u), (tab["first_noise"][k], run.draw(2 * k)))
             y_raw, y = run.evaluate(v, self.ts[k])
             if callback is not None:
-                x0 = run.combine((tab["data_state"][k], v), (tab["data_output"][k], y))
-                callback(StepInfo(step=k, t=float(self.ts[k]), t_next=float(self.ts[k + 1]), x=run.to_caller(v),
-                                  x0_pred=run.to_caller(x0), eps=y_raw, nfe=run.nfe))
+                run.report(callback, k, self.ts, v, y_raw, y, (tab["data_state"], tab["data_output"]))
             u = run.combine((tab["state"][k], v), (tab["output"][k], y),
                             (tab["second_noise"][k], run.draw(2 * k + 1)))
             if return_trajectory:
@@ -600,7 +599,7 @@ class _NonFinite(Exception):
 
 
 def _to_numpy(a) -> np.ndarray:
-    """A float64 NumPy copy of an array of any library (a device-to-host copy for GPU arrays)."""
+    """An array of any library as float64 NumPy (a device-to-host copy for GPU arrays; no copy for float64 NumPy)."""
     if is_numpy_array(a):
         return np.asarray(a, dtype=np.float64)
     if is_torch_array(a):
@@ -703,29 +702,34 @@ class ProbabilityFlowIVP:
                                  "it is not meaningful. Check the network's input scaling and dtype at that time.")
             return y
 
+        def to_caller(u: np.ndarray):
+            return xp.asarray(u, dtype=dtype, device=dev)
+
         def modes(v: np.ndarray) -> np.ndarray:
             return op.to_modes(v) if op.transforms else v
 
         def rhs(t: float, flat: np.ndarray) -> np.ndarray:
             u = flat.reshape(shape)
             y = network(u, float(t))
-            vu, vy = (op.prepare(c)[0] for c in probability_flow_coefficients(self.diffusion, np.array([t]), self.output))
+            coefficients = probability_flow_coefficients(self.diffusion, np.array([t]), self.output)
+            vu, vy = (op.prepare(c)[0] for c in coefficients)
             velocity = op.combine([(vu, modes(u)), (vy, modes(y))])
             return (op.from_modes(velocity) if op.transforms else velocity).ravel()
 
-        ode = IVP_SOLVERS[self.solver](rhs, float(self.ts[0]), host.ravel(), float(self.ts[1]),
-                                       rtol=self.rtol, atol=self.atol)
-        times, states = [ode.t], [host]
-        status, message = 0, "The solver reached t_end."
-        try:
+        times, last, trajectory = [float(self.ts[0])], host, [x] if return_trajectory else None
+        status, message, ode = 0, "The solver reached t_end.", None
+        try:  # the solver's constructor evaluates the network too (f(t0) and an initial-step probe)
+            ode = IVP_SOLVERS[self.solver](rhs, float(self.ts[0]), host.ravel(), float(self.ts[1]),
+                                           rtol=self.rtol, atol=self.atol)
             while ode.status == "running":
                 ode.step()
                 if ode.status == "failed":
-                    status, message = -1, f"{self.solver} failed at t={ode.t:g}"
+                    status, message = -1, f"{self.solver} failed at t={ode.t:g}: step size too small"
                     break
                 times.append(ode.t)
+                last = ode.y.reshape(shape)
                 if return_trajectory:
-                    states.append(ode.y.reshape(shape))
+                    trajectory.append(to_caller(last))
         except _NonFinite as stop:
             if on_nonfinite == "raise":
                 raise FloatingPointError(str(stop)) from None
@@ -733,14 +737,10 @@ class ProbabilityFlowIVP:
         except _BudgetSpent as stop:
             status, message = -1, str(stop)
 
-        def to_caller(u):
-            return xp.asarray(u, dtype=dtype, device=dev)
-
-        head = SampleResult(x=to_caller(ode.y.reshape(shape)), ts=np.asarray(times), nfe=nfe,
-                            trajectory=[x] + [to_caller(u) for u in states[1:]] if return_trajectory else None,
+        head = SampleResult(x=to_caller(last), ts=np.asarray(times), nfe=nfe, trajectory=trajectory,
                             success=status == 0, message=message, status=status,
-                            info=dict(solver=self.solver, rtol=self.rtol, atol=self.atol, nfev=ode.nfev,
-                                      n_steps=len(times) - 1))
+                            info=dict(solver=self.solver, rtol=self.rtol, atol=self.atol, n_steps=len(times) - 1,
+                                      nfev=nfe if ode is None else ode.nfev))
         return _denoised(self, head, eps_fn, None, return_trajectory, check_finite, on_nonfinite, block_axis)
 
     def __repr__(self) -> str:

@@ -319,6 +319,8 @@ class _FactorByRotation:
     def angle(self, t: np.ndarray) -> np.ndarray:
         """Rotation angle :math:`\theta_t` per mode, shape ``t.shape + (M,)``."""
         flat = np.ravel(t)
+        if flat.size == 0:
+            return np.zeros(np.shape(t) + (self.theta_edges.shape[1],))
         j = np.clip(np.searchsorted(self.edges, flat, side="right") - 1, 0, len(self.edges) - 2)
         theta = self.theta_edges[j] + self._integrate(self.edges[j], flat)
         return theta.reshape(np.shape(t) + (-1,))

@@ -8,6 +8,9 @@ Deterministic gDDIM (MATH.md §3.2–3.3), factor ``K`` (``"R"``: gDDIM, ``"L"``
 
 with the closed form :math:`C = R_{t_{k+1}} - \Psi(t_{k+1}, t_k)R_{t_k}` when ``K = R`` and
 ``q_k = 1``, warm-up ``q_k = min(q, k + 1)`` (and optionally ``q_k <= N - k`` at the end).
+``form="data"`` extrapolates the data prediction instead (:mod:`gddim_numerics.data_form`,
+MATH.md §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (MATH.md §3.9);
+``corrector=True`` adds the evaluation-free PEC corrector (:mod:`gddim_numerics.corrector`).
 
 Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
 
@@ -28,10 +31,12 @@ from scipy.integrate import solve_ivp
 from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
 from .outputs import FACTORS, check_output_type, factor, to_data, to_noise
+from .corrector import corrector_orders, fold_corrector
+from .data_form import data_kernel, data_state, data_weight_sum
 from .quadrature import exponential_weights
 from .tables import StepTables, concatenate
 
-MAX_ORDER = 4
+MAX_ORDER = 5
 
 
 def _check_order(order) -> int:
@@ -106,33 +111,100 @@ def _io_tables(diffusion, times, output, which):
     return dict(input_state=a, input_output=b, data_state=c, data_output=d)
 
 
+FORMS = ("eps", "data")
+
+
+def _check_form(form) -> str:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS} ('eps': extrapolate the network noise, MATH.md §3.3; "
+                         f"'data': extrapolate the data prediction, MATH.md §3.8); got {form!r}")
+    return form
+
+
+def step_kernel(diffusion: LinearDiffusion, form: str = "eps", factor_name: str = "R"):
+    """Integrand of the multistep weights of ``form`` (ε form: :func:`eps_kernel`; data form: :func:`~gddim_numerics.data_form.data_kernel`)."""
+    return eps_kernel(diffusion, factor_name) if form == "eps" else data_kernel(diffusion)
+
+
+def step_state(diffusion: LinearDiffusion, s, t, form: str = "eps") -> np.ndarray:
+    r"""State coefficient of the steps ``s -> t``: :math:`\Psi(t,s)` (ε form) or :math:`R_tR_s^{-1}` (data form)."""
+    return diffusion.transition(t, s) if form == "eps" else data_state(diffusion, s, t)
+
+
+def step_weight_sum(diffusion: LinearDiffusion, s, t, form: str = "eps", factor_name: str = "R"):
+    r"""Closed-form sum of a step's weights, or ``None`` where there is none (ε form with ``K = L``).
+
+    ε form, ``K = R``: :math:`R_t - \Psi(t,s)R_s`; data form: :math:`\Psi(t,0) - R_tR_s^{-1}\Psi(s,0)`.
+    """
+    if form == "data":
+        return data_weight_sum(diffusion, s, t)
+    if factor_name == "R":
+        return diffusion.gddim_factor(t) - diffusion.transition(t, s) @ diffusion.gddim_factor(s)
+    return None
+
+
+def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps", factor_name: str = "R",
+                      phi=None, lead: int = 0, n_nodes: int = 20, max_ratio: float = 1.5) -> np.ndarray:
+    """Weights ``(N, max(counts), M, k, k)`` of every step of ``ts`` with ``counts[k]`` Lagrange nodes.
+
+    The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (``lead=1``: corrector).
+    One-node steps use the closed-form sum (:func:`step_weight_sum`) where it exists; every other
+    weight is an exact integral by :func:`~gddim_numerics.quadrature.exponential_weights`.
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    counts = np.asarray(counts, dtype=int)
+    s, t = ts[:-1], ts[1:]
+    closed = step_weight_sum(diffusion, s, t, form, factor_name)
+    single = counts == 1 if closed is not None else np.zeros(len(counts), dtype=bool)
+    probe = step_state(diffusion, s[:1], t[:1], form)
+    hist = np.zeros((len(s), int(counts.max())) + probe.shape[1:])
+    if np.any(~single):
+        sub = np.where(single, 1, counts)
+        weights = exponential_weights(step_kernel(diffusion, form, factor_name), ts, sub, variable=phi,
+                                      n_nodes=n_nodes, max_ratio=max_ratio, lead=lead)
+        hist[~single, : weights.shape[1]] = weights[~single]
+    if np.any(single):
+        hist[single, 0] = closed[single]
+    return hist
+
+
 def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_name: str = "R",
                          output: str = "eps_R", lower_order_final: bool = False,
-                         variable="t", n_nodes: int = 20, max_ratio: float = 1.5) -> StepTables:
-    """Tables of deterministic (multistep) gDDIM on the grid ``ts``."""
+                         variable="t", n_nodes: int = 20, max_ratio: float = 1.5,
+                         form: str = "eps", corrector: bool = False) -> StepTables:
+    """Tables of deterministic (multistep) gDDIM on the grid ``ts``.
+
+    ``form="eps"`` extrapolates :math:`\epsilon_K` (MATH.md §3.3; history ``h = ε_K``),
+    ``form="data"`` the data prediction (MATH.md §3.8; history ``h = D``, ``K`` plays no role);
+    ``corrector=True`` folds the evaluation-free PEC corrector of :mod:`gddim_numerics.corrector`
+    into the tables.
+    """
     ts = np.asarray(ts, dtype=np.float64)
+    form = _check_form(form)
+    if form == "data" and factor_name != "R":
+        raise ValueError("form='data' does not use a noise factor; pass factor='R'")
     phi = extrapolation_variable(diffusion, variable)
     _check_variable_on_grid(phi, ts)
     s, t = ts[:-1], ts[1:]
     orders = step_orders(len(s), order, lower_order_final)
-    psi = diffusion.transition(t, s)
-    needs_quadrature = orders > 1 if factor_name == "R" else np.ones_like(orders, dtype=bool)
-    hist = np.zeros((len(s), int(orders.max())) + psi.shape[1:])
-    if np.any(needs_quadrature):
-        idx = np.flatnonzero(needs_quadrature)
-        # quadrature on the full grid restricted to these steps: zero orders elsewhere
-        sub_orders = np.where(needs_quadrature, orders, 1)
-        weights = exponential_weights(eps_kernel(diffusion, factor_name), ts, sub_orders, variable=phi,
-                                      n_nodes=n_nodes, max_ratio=max_ratio)
-        hist[idx, : weights.shape[1]] = weights[idx]
-    if factor_name == "R":
-        single = orders == 1
-        r = diffusion.gddim_factor(ts)
-        hist[single, 0] = (r[1:] - psi @ r[:-1])[single]
-    return StepTables(ts=ts, state=psi, history=hist, orders=orders,
-                      info=dict(method="gddim", order=order, factor=factor_name, output=output,
-                                variable=variable if isinstance(variable, str) else "custom"),
-                      **_io_tables(diffusion, s, output, factor_name))
+    state = step_state(diffusion, s, t, form)
+    hist = multistep_weights(diffusion, ts, orders, form, factor_name, phi, 0, n_nodes, max_ratio)
+    if corrector:
+        if len(s) < 2:
+            raise ValueError("corrector=True needs at least 2 steps (nfe >= 2): the last step is never corrected")
+        counts = corrector_orders(orders)
+        corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio)
+        hist, orders = fold_corrector(state, hist, orders, corr, counts)
+    if form == "eps":
+        a, b = to_noise(diffusion, s, output, factor_name)
+    else:
+        a, b = to_data(diffusion, s, output)
+    c, d = to_data(diffusion, s, output)
+    return StepTables(ts=ts, state=state, history=hist, orders=orders,
+                      input_state=a, input_output=b, data_state=c, data_output=d,
+                      info=dict(method="gddim", order=order, factor=factor_name, output=output, form=form,
+                                corrector=bool(corrector),
+                                variable=variable if isinstance(variable, str) else "custom"))
 
 
 def stochastic_coefficients(diffusion: LinearDiffusion, s: float, t: float, lam: float):
@@ -218,7 +290,7 @@ def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, o
 
 
 class GDDIM:
-    r"""A gDDIM plan: deterministic (``lam = 0``, ``order`` 1–4) or stochastic (``lam > 0``, order 1).
+    r"""A gDDIM plan: deterministic (``lam = 0``, ``order`` 1–5) or stochastic (``lam > 0``, order 1).
 
     Parameters
     ----------
@@ -226,7 +298,7 @@ class GDDIM:
     ts : array_like
         Decreasing grid (see :func:`gddim_numerics.grids.time_grid`).
     order : int
-        Number ``q`` of ε values in the exponential Adams–Bashforth predictor.
+        Number ``q`` (1–5) of stored values in the exponential Adams–Bashforth predictor.
     lam : float
         :math:`\lambda \ge 0` of the stochastic family; 0 is the probability-flow ODE.
     factor : {"R", "L"}
@@ -238,14 +310,23 @@ class GDDIM:
     lower_order_final : bool
         Use order ``<= N - k`` at step ``k`` (lower orders in the last steps).
     variable : str or callable
-        Extrapolation variable of the multistep predictor (:func:`extrapolation_variable`).
+        Extrapolation variable of the multistep predictor and corrector
+        (:func:`extrapolation_variable`).
+    form : {"eps", "data"}
+        What the multistep method extrapolates: the network noise :math:`\epsilon_K` (the paper's
+        scheme, MATH.md §3.3) or the data prediction :math:`D` (MATH.md §3.8). ``order=1`` is the same
+        step in both forms. The network may return any ``output`` type in either form.
+    corrector : bool
+        Add the PEC corrector of :mod:`gddim_numerics.corrector` (MATH.md §3.9): each step except the
+        last is redone with one more Lagrange node, reusing the evaluation made at the predicted
+        state, so the evaluation count is unchanged. Needs ``lam = 0`` and at least 2 steps.
 
     The tables are built once, in float64, and cached on the diffusion by all these options.
     """
 
     def __init__(self, diffusion: LinearDiffusion, ts, order: int = 1, lam: float = 0.0, factor: str = "R",
                  output: str = "eps_R", denoise: bool = False, lower_order_final: bool = False,
-                 variable="t"):
+                 variable="t", form: str = "eps", corrector: bool = False):
         if not isinstance(diffusion, LinearDiffusion):
             raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
         self.diffusion = diffusion
@@ -260,6 +341,20 @@ class GDDIM:
         self.lower_order_final = bool(lower_order_final)
         self.variable = variable
         _check_variable_on_grid(extrapolation_variable(diffusion, variable), self.ts)
+        self.form = _check_form(form)
+        if not isinstance(corrector, (bool, np.bool_)):
+            raise ValueError(f"corrector must be True or False; got {corrector!r}")
+        self.corrector = bool(corrector)
+        if self.form == "data" and self.factor != "R":
+            raise ValueError("form='data' extrapolates the data prediction and uses no noise factor; pass factor='R'")
+        if self.lam > 0 and self.form != "eps":
+            raise ValueError("form='data' is a deterministic (lam = 0) scheme; stochastic gDDIM is order 1, "
+                             "where both forms coincide: use form='eps'")
+        if self.corrector and self.lam > 0:
+            raise ValueError("corrector=True is defined for deterministic gDDIM (lam = 0) only")
+        if self.corrector and len(self.ts) < 3:
+            raise ValueError("corrector=True needs a grid of at least 2 steps (nfe >= 2): the last step is never "
+                             "corrected, so a 1-step grid has nothing to correct")
         if self.lam > 0 and self.order != 1:
             raise ValueError("stochastic gDDIM (lam > 0) is defined for order=1 only (MATH.md §4.1)")
         if self.lam > 0 and self.factor != "R":
@@ -271,7 +366,7 @@ class GDDIM:
     def key(self) -> tuple:
         """Cache key: grid bytes and every option."""
         return ("gddim", self.ts.tobytes(), self.order, self.lam, self.factor, self.output,
-                self.denoise, self.lower_order_final, self.variable)
+                self.denoise, self.lower_order_final, self.variable, self.form, self.corrector)
 
     @property
     def tables(self) -> StepTables:
@@ -286,7 +381,8 @@ class GDDIM:
             tables = stochastic_tables(self.diffusion, self.ts, self.lam, self.output)
         else:
             tables = deterministic_tables(self.diffusion, self.ts, self.order, self.factor, self.output,
-                                          self.lower_order_final, self.variable)
+                                          self.lower_order_final, self.variable, form=self.form,
+                                          corrector=self.corrector)
         if self.denoise:
             tables = concatenate(tables, denoise_tables(self.diffusion, float(self.ts[-1]), self.factor, self.output))
         return tables
@@ -304,4 +400,5 @@ class GDDIM:
 
     def __repr__(self) -> str:
         return (f"GDDIM({self.diffusion!r}, N={len(self.ts) - 1}, order={self.order}, lam={self.lam}, "
-                f"factor={self.factor!r}, output={self.output!r}, denoise={self.denoise})")
+                f"factor={self.factor!r}, output={self.output!r}, denoise={self.denoise}, form={self.form!r}, "
+                f"variable={self.variable!r}, corrector={self.corrector})")

@@ -1,7 +1,8 @@
 r"""Exponential-integrator weights by composite Gauss–Legendre quadrature.
 
 For a step from ``s = ts[k]`` to ``t = ts[k+1]`` with history nodes
-``ts[k], ts[k-1], ..., ts[k-q+1]`` (newest first) the weights are
+``ts[k], ts[k-1], ..., ts[k-q+1]`` (newest first; a corrector, ``lead=1``, starts one node later at
+``ts[k+1]``) the weights are
 
 .. math::  W_{kj} = \int_s^t \mathcal K(t, \tau)\,\ell_{kj}(\varphi(\tau))\,d\tau,
            \qquad \ell_{kj}(\varphi) = \prod_{i \ne j}\frac{\varphi - \varphi(t_{k-i})}{\varphi(t_{k-j}) - \varphi(t_{k-i})},
@@ -68,6 +69,7 @@ def exponential_weights(
     chunk_values: int = 4_000_000,
     tol: float = 1e-13,
     max_refine: int = 64,
+    lead: int = 0,
 ) -> np.ndarray:
     """Weights ``W (N, q_max, M, k, k)`` for every step of the grid ``ts``.
 
@@ -78,25 +80,33 @@ def exponential_weights(
     ts : (N + 1,) array
         Decreasing grid; step ``k`` goes from ``ts[k]`` to ``ts[k + 1]``.
     orders : (N,) int array
-        Number of history nodes ``q_k <= k + 1`` used by step ``k``; slots ``j >= q_k`` are zero.
+        Number of Lagrange nodes ``q_k <= k + 1 + lead`` used by step ``k``; slots ``j >= q_k`` are zero.
     variable : callable, optional
         Extrapolation variable :math:`\\varphi` (strictly monotone); identity by default.
     tol : float
         Each step's panels are doubled until two successive refinements agree to ``tol`` relative
         to the step's largest weight (at most ``max_refine`` times the initial panel count).
+    lead : int
+        The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (newest first): ``0`` for
+        a predictor (nodes from the step's start back), ``1`` for a corrector whose newest node is the
+        step's end ``ts[k + 1]`` (MATH.md §3.9).
     """
     phi = (lambda t: t) if variable is None else variable
     ts = np.asarray(ts, dtype=np.float64)
     orders = np.asarray(orders, dtype=int)
     n_steps, q_max = len(orders), int(orders.max())
+    if lead not in (0, 1):
+        raise ValueError(f"lead must be 0 (predictor) or 1 (corrector); got {lead!r}")
+    if n_steps != len(ts) - 1 or np.any(orders < 1) or np.any(orders > np.arange(1, n_steps + 1) + lead):
+        raise ValueError("orders: step k can use between 1 and k + 1 + lead grid nodes")
     probe = kernel(ts[1:2], ts[0:1])
     out = np.zeros((n_steps, q_max) + probe.shape[1:])
     for q in np.unique(orders):
         steps = np.flatnonzero(orders == q)
-        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values)
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead)
         refine = 2
         while steps.size:
-            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values)
+            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead)
             axes = tuple(range(1, fine.ndim))
             scale = np.max(np.abs(fine), axis=axes)
             err = np.max(np.abs(fine - coarse), axis=axes)
@@ -111,14 +121,14 @@ def exponential_weights(
     return out
 
 
-def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values):
+def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead=0):
     """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement."""
     tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine)
     probe = kernel(ts[steps[:1] + 1], ts[steps[:1]])
     out = np.empty((len(steps), q) + probe.shape[1:])
     per_step = tau.shape[1] * probe[0].size
     chunk = max(1, chunk_values // max(per_step, 1))
-    hist_idx = steps[:, None] - np.arange(q)[None, :]  # newest first
+    hist_idx = steps[:, None] + lead - np.arange(q)[None, :]  # newest first
     for c0 in range(0, len(steps), chunk):
         sl = slice(c0, c0 + chunk)
         st, tt, ww = steps[sl], tau[sl], w[sl]

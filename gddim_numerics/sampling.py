@@ -48,9 +48,9 @@ def _gddim_steps(nfe: int, denoise: bool = False, **_) -> int:
 
 
 register_method("gddim", Method(
-    build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 2, **o}),
+    build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 1 if o.get("lam", 0) > 0 else 2, **o}),
     steps_for_nfe=_gddim_steps,
-    description="gDDIM: exponential Adams-Bashforth in eps (order q, default 2), stochastic with lam > 0"))
+    description="gDDIM: exponential Adams-Bashforth in eps (order q, default 2), stochastic with lam > 0 (order 1)"))
 register_method("gddim_L", Method(
     build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 2, **o, "factor": "L"}),
     steps_for_nfe=_gddim_steps,
@@ -90,6 +90,8 @@ def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: in
         raise ValueError(f"nfe must be an integer >= {m.min_nfe} for method {method!r}; got {nfe!r}")
     grid_options = dict(grid_options or {})
     if m.steps_for_nfe is None:
+        if not isinstance(grid, str):
+            raise ValueError(f"method {method!r} chooses its own steps; pass t_start/t_end in grid_options, not a grid")
         plan = m.build(diffusion, None, nfe=nfe, **grid_options, **options)
     else:
         n_steps = m.steps_for_nfe(int(nfe), **options)
