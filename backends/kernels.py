@@ -6,7 +6,7 @@ the library:
 
 * :class:`StandardKernels` uses the array API standard only (out-of-place; every namespace);
 * :class:`UfuncKernels` (NumPy, CuPy) writes into existing arrays with ``out=``: with recycled
-  buffers a step allocates nothing;
+  buffers a step allocates only the arrays it hands out (the state the network sees);
 * :class:`TorchKernels` (PyTorch) also fuses each accumulation into one kernel (``add_`` with
   ``alpha``, ``addcmul_``, ``addmm_``, ``baddbmm_``), so a sum of ``n`` terms costs ``n`` passes.
 
@@ -43,7 +43,7 @@ class StandardKernels:
         return self.xp.asarray(table, dtype=self.dtype, device=self.device, copy=True)
 
     def buffer(self, shape: tuple[int, ...]) -> Any:
-        """A free array of ``shape`` to write a result into, or ``None`` (here: always ``None``)."""
+        """A released array of ``shape`` to write a result into, or ``None`` (then the result is new)."""
         return None
 
     def release(self, array: Any) -> None:
@@ -83,7 +83,7 @@ class _BufferedKernels(StandardKernels):
 
     def buffer(self, shape: tuple[int, ...]) -> Any:
         free = self._free.get(tuple(shape))
-        return free.pop() if free else self.xp.empty(shape, dtype=self.dtype, device=self.device)
+        return free.pop() if free else None
 
     def release(self, array: Any) -> None:
         self._free.setdefault(tuple(array.shape), []).append(array)
@@ -129,6 +129,14 @@ class TorchKernels(_BufferedKernels):
         import torch
 
         self.torch = torch
+
+    def asarray(self, table: np.ndarray) -> Any:
+        """As :meth:`StandardKernels.asarray`; to a CUDA device through pinned memory, without blocking."""
+        if self.device.type != "cuda":
+            return super().asarray(table)
+        host_dtype = np.float64 if self.dtype == self.torch.float64 else np.float32
+        pinned = self.torch.from_numpy(np.array(table, dtype=host_dtype)).pin_memory()
+        return pinned.to(self.device, non_blocking=True)
 
     def release(self, array: Any) -> None:
         if not array.requires_grad:

@@ -64,7 +64,7 @@ def noise_source(xp: Any, x: Any, dtype: Any, rng: Any = None,
     if is_cupy_namespace(xp):
         return _cupy_noise(rng, seeds, shape, dtype, dev)
     host_dtype = np.float32 if dtype == xp.float32 else np.float64
-    draw = _draw(_numpy_generators(rng, seeds, xp), seeds is not None,
+    draw = _draw(_numpy_generators(rng, seeds), seeds is not None,
                  lambda g, out: g.standard_normal(dtype=host_dtype, out=out),
                  lambda: np.empty(shape, dtype=host_dtype))
     if is_numpy_namespace(xp):
@@ -121,13 +121,13 @@ def _draw(gens: list, per_sample: bool, fill: Callable[[Any, Any], Any],
     def draw_samples(step: int) -> Any:
         z = empty()
         for i, g in enumerate(gens):
-            fill(g, z[i])
+            fill(g, z[i:i + 1])  # a view also when the event shape is ()
         return z
 
     return draw_samples
 
 
-def _numpy_generators(rng: Any, seeds: list[int] | None, xp: Any) -> list:
+def _numpy_generators(rng: Any, seeds: list[int] | None) -> list:
     if seeds is not None:
         return [np.random.default_rng(s) for s in seeds]
     if isinstance(rng, np.random.Generator):
@@ -135,7 +135,7 @@ def _numpy_generators(rng: Any, seeds: list[int] | None, xp: Any) -> list:
     try:
         return [np.random.default_rng(_seed(rng, "rng"))]
     except TypeError:
-        raise _wrong_rng(rng, f"a numpy.random.Generator for {xp.__name__} states") from None
+        raise _wrong_rng(rng, "a numpy.random.Generator") from None
 
 
 def _torch_noise(rng: Any, seeds: list[int] | None, shape: tuple[int, ...], dtype: Any, dev: Any) -> Callable:

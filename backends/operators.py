@@ -148,8 +148,8 @@ class DCTModes(ScalarModes):
         super().__init__(kernels, shape)
         h, w = basis.shape
         if len(self.shape) < 3 or self.shape[-2:] != (h, w):
-            raise ValueError(f"x must have shape (B, ..., {h}, {w}): a batch axis, then the diffusion's image "
-                             f"axes (H, W) = {(h, w)} last; got shape {self.shape}")
+            raise ValueError(f"x must have shape (B, ..., {h}, {w}): a batch axis, then the diffusion's image shape "
+                             f"(H, W) = {(h, w)} on the last two axes; got shape {self.shape}")
         self.image_shape = (h, w)
         self._dh = kernels.asarray(basis.matrix(0))
         self._dw = kernels.asarray(basis.matrix(1))

@@ -78,3 +78,34 @@ def fold_corrector(state: np.ndarray, history: np.ndarray, orders: np.ndarray,
         out[k + 1, :p] += state[k + 1] @ delta
         new_orders[k + 1] = max(int(orders[k + 1]), p)
     return out, new_orders
+
+
+def perturbation_gain(tables, jacobian: np.ndarray) -> float:
+    r"""Largest growth, to the final state, of a state perturbation made at any step.
+
+    Runs the linear recursion of perturbations ``e`` of the evaluated state and ``g`` of the history,
+    :math:`g_k = J_k e_k`, :math:`e_{k+1} = A_k e_k + \sum_j B_{kj} g_{k-j}`, with ``jacobian`` the
+    per-step :math:`J_k = \partial h_k/\partial u` of Dirac data (ε form: :math:`K_t^{-1}`; data form: 0)
+    and returns :math:`\max_i \|T_{N \leftarrow i}\|_2` over modes. Rounding errors (~1e-16 relative)
+    injected at a step reach the output multiplied by at most about this number, so exactness on Dirac
+    data holds to ~1e-16 x gain. A stable scheme has a gain of order 1-100.
+    """
+    n, q = tables.n_steps, tables.max_order
+    m, k = tables.state.shape[1], tables.state.shape[-1]
+    dim = q * k
+    x = np.broadcast_to(np.eye(dim), (m, dim, dim)).copy()  # T_{N <- i}, rows: stacked state at the end
+    gain = 1.0
+    for i in range(n - 1, -1, -1):
+        step = np.zeros((m, dim, dim))
+        hist = tables.history[i]
+        # e_{i+1} = (A_i + B_i0 J_i) e_i + sum_{j>=1} B_ij g_{i-j}
+        step[:, :k, :k] = tables.state[i] + hist[0] @ jacobian[i]
+        for j in range(1, int(tables.orders[i])):
+            step[:, :k, j * k:(j + 1) * k] = hist[j]
+        if q > 1:
+            step[:, k:2 * k, :k] = jacobian[i]  # new g_i
+            for j in range(2, q):
+                step[:, j * k:(j + 1) * k, (j - 1) * k:j * k] = np.eye(k)
+        x = x @ step
+        gain = max(gain, float(np.max(np.linalg.norm(x[:, :k, :k], ord=2, axis=(1, 2)))))
+    return gain

@@ -34,7 +34,9 @@ def data_kernel(diffusion: LinearDiffusion):
     r"""Integrand :math:`-R_tR_\tau^{-1}\tfrac12G_\tau G_\tau^\top\Sigma_\tau^{-1}\Psi(\tau,0)` of the data-form weights."""
 
     def kernel(t, tau):
-        r_t = diffusion.gddim_factor(t)
+        t = np.asarray(t, dtype=np.float64)
+        uniq, back = np.unique(t, return_inverse=True)  # one end time per step: factor it once
+        r_t = diffusion.gddim_factor(uniq)[back.reshape(t.shape)]
         r_tau_inv = batched_inverse(diffusion.gddim_factor(tau))
         return -0.5 * (r_t @ r_tau_inv) @ diffusion.diffusion(tau) @ diffusion.covariance_inv(tau) \
             @ diffusion.mean_coefficient(tau)

@@ -105,3 +105,14 @@ def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: in
                 raise ValueError(f"grid has {len(ts) - 1} steps but method {method!r} needs {n_steps} for nfe={nfe}")
         plan = m.build(diffusion, ts, **options)
     return plan.sample(eps_fn, x, **(sample_options or {}))
+
+
+from .defaults import build_tuned  # noqa: E402  (the registry above must exist first)
+
+register_method("gddim_tuned", Method(
+    build=build_tuned,
+    steps_for_nfe=None,
+    description="gDDIM with the measured defaults of gddim_numerics.defaults.TUNED for the diffusion and NFE "
+                "(form, extrapolation variable, order, corrector, grid); builds its own grid: pass grid "
+                "arguments (power, offset, first_log_snr, kind, t_end, ...) as grid_options or options, or "
+                "use gddim_numerics.defaults.tuned_plan(diffusion, nfe, ts=...) for a grid of your own"))

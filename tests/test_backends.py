@@ -55,7 +55,7 @@ class Backend:
 
     def asarray(self, a: np.ndarray, dtype: str) -> Any:
         """A native array of this backend holding the values of ``a`` in ``dtype``."""
-        return self.xp.asarray(np.ascontiguousarray(a), dtype=getattr(self.xp, dtype), device=self.device)
+        return self.xp.asarray(np.array(a), dtype=getattr(self.xp, dtype), device=self.device)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """The values of a native array of this backend, as float64 NumPy."""
@@ -322,6 +322,16 @@ def test_per_sample_seeds_do_not_depend_on_the_batch(xp):
         np.testing.assert_array_equal(batch[i:i + 1], alone)
     np.testing.assert_array_equal(batch[0], batch[3])  # same seed, same start: same sample
     assert not np.allclose(batch[0], batch[1])
+
+
+def test_per_sample_seeds_with_scalar_events(xp):
+    """States of shape (B,) (one number per sample) draw per-sample noise too."""
+    plan = problem("vp", "lam0.5")[0]
+    x = np.full(4, 0.5)
+    batch = xp.to_numpy(plan.sample(smooth_eps, xp.asarray(x, "float64"), rng=[7, 8, 9, 7]).x)
+    alone = xp.to_numpy(plan.sample(smooth_eps, xp.asarray(x[:1], "float64"), rng=[8]).x)
+    np.testing.assert_array_equal(batch[1:2], alone)
+    assert batch[0] == batch[3] and batch[0] != batch[1]
 
 
 def test_seed_reproduces_and_distinguishes(xp):

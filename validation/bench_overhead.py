@@ -22,6 +22,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -117,25 +118,30 @@ class _Backend:
             raise ValueError(f"unknown backend {name!r}; choose from numpy, torch, torch_cuda, cupy")
 
     def asarray(self, a: np.ndarray, dtype: str) -> Any:
-        return self.xp.asarray(np.ascontiguousarray(a), dtype=getattr(self.xp, dtype), device=self.device)
+        return self.xp.asarray(np.array(a), dtype=getattr(self.xp, dtype), device=self.device)
 
 
 def _no_sync() -> None:
     return None
 
 
-def _case(name: str, size: Sequence[int]):
-    """``(diffusion, state shape, sample options)`` of a benchmark case on ``size = (B, C, H, W)``."""
+@lru_cache(maxsize=16)
+def _case(name: str, size: tuple[int, ...], n_steps: int):
+    """``(order-2 plan, state shape, sample options)`` of a case on ``size = (B, C, H, W)`` (tables built once)."""
     b, c, h, w = size
     if name == "vp":
-        return gd.VPSDE.linear(), (b, c, h, w), {}
-    if name == "cld":
-        return gd.CLD(), (b, 2 * c, h, w), {"block_axis": 1}
-    if name == "cld_trailing":
-        return gd.CLD(), (b, c, h, w, 2), {}
-    if name == "bdm":
-        return gd.BDM((h, w)), (b, c, h, w), {}
-    raise ValueError(f"unknown case {name!r}; choose from {sorted(TARGETS)}")
+        diffusion, shape, options = gd.VPSDE.linear(), (b, c, h, w), {}
+    elif name == "cld":
+        diffusion, shape, options = gd.CLD(), (b, 2 * c, h, w), {"block_axis": 1}
+    elif name == "cld_trailing":
+        diffusion, shape, options = gd.CLD(), (b, c, h, w, 2), {}
+    elif name == "bdm":
+        diffusion, shape, options = gd.BDM((h, w)), (b, c, h, w), {}
+    else:
+        raise ValueError(f"unknown case {name!r}; choose from {sorted(TARGETS)}")
+    plan = gd.GDDIM(diffusion, gd.time_grid(diffusion, n_steps), order=2)
+    plan.tables  # noqa: B018 - build the tables now, outside the timings
+    return plan, shape, options
 
 
 def _reference_step(name: str, be: _Backend, tables, dtype: str, x: Any, y: Any, y_old: Any) -> Callable[[], Any]:
@@ -185,7 +191,7 @@ def _reference_step(name: str, be: _Backend, tables, dtype: str, x: Any, y: Any,
 
 
 def bench_case(backend: str, case: str, size: Sequence[int], *, dtype: str = "float32", n_steps: int = 20,
-               repeats: int = 15, warmup: int = 2) -> dict:
+               repeats: int = 10, warmup: int = 2, max_seconds: float = 3.0) -> dict:
     """Time one case: the sampler per step and the hand-written step, interleaved.
 
     Parameters
@@ -200,16 +206,17 @@ def bench_case(backend: str, case: str, size: Sequence[int], *, dtype: str = "fl
         Steps of the plan (order 2).
     repeats, warmup : int
         Timed and untimed repetitions (each: one sample call and ``n_steps`` hand-written steps).
+    max_seconds : float
+        Stop repeating once the timed repetitions took this long (at least 3 are kept).
 
     Returns
     -------
     dict
-        ``sampler_ms`` and ``reference_ms`` (medians per step), ``ratio``, ``target``, ``meets_target``
-        and the case description.
+        ``sampler_ms`` and ``reference_ms`` (medians per step), ``ratio``, ``target``, ``meets_target``,
+        ``repeats`` (those timed) and the case description.
     """
     be = _Backend(backend)
-    diffusion, shape, options = _case(case, size)
-    plan = gd.GDDIM(diffusion, gd.time_grid(diffusion, n_steps), order=2)
+    plan, shape, options = _case(case, tuple(size), n_steps)
     rng = np.random.default_rng(0)
     x = be.asarray(rng.standard_normal(shape), dtype)
     y = be.asarray(rng.standard_normal(shape), dtype)
@@ -232,6 +239,7 @@ def bench_case(backend: str, case: str, size: Sequence[int], *, dtype: str = "fl
             reference()
 
     sampler, ref = [], []
+    spent = 0.0
     for i in range(warmup + repeats):
         for fn, out in ((run_sampler, sampler), (run_reference, ref)):
             be.sync()
@@ -240,17 +248,20 @@ def bench_case(backend: str, case: str, size: Sequence[int], *, dtype: str = "fl
             be.sync()
             if i >= warmup:
                 out.append((time.perf_counter() - start) / n_steps)
+                spent += out[-1] * n_steps
+        if spent > max_seconds and len(sampler) >= 3:
+            break
     s_ms, r_ms = 1e3 * float(np.median(sampler)), 1e3 * float(np.median(ref))
     return {
         "backend": backend, "case": case, "shape": list(shape), "dtype": dtype, "n_steps": n_steps,
-        "repeats": repeats, "sampler_ms": s_ms, "reference_ms": r_ms, "ratio": s_ms / r_ms,
+        "repeats": len(sampler), "sampler_ms": s_ms, "reference_ms": r_ms, "ratio": s_ms / r_ms,
         "target": TARGETS[case], "meets_target": s_ms / r_ms <= TARGETS[case],
     }
 
 
 def bench_overhead(backends: Sequence[str] | None = None, cases: Sequence[str] = ("vp", "cld", "cld_trailing", "bdm"),
                    sizes: Sequence[Sequence[int]] = DEFAULT_SIZES, *, dtype: str = "float32", n_steps: int = 20,
-                   repeats: int = 15, torch_threads: int | None = None,
+                   repeats: int = 10, max_seconds: float = 3.0, torch_threads: int | None = None,
                    progress: Callable[[dict], None] | None = None) -> dict:
     """The step-overhead benchmark over backends, cases and sizes.
 
@@ -266,6 +277,8 @@ def bench_overhead(backends: Sequence[str] | None = None, cases: Sequence[str] =
         State dtype (``"float32"``).
     n_steps, repeats : int
         Steps per sample call, timed repetitions per case.
+    max_seconds : float
+        Time budget of each case's timed repetitions (see :func:`bench_case`).
     torch_threads : int, optional
         Set ``torch.set_num_threads`` for the run (restored afterwards).
     progress : callable, optional
@@ -290,7 +303,8 @@ def bench_overhead(backends: Sequence[str] | None = None, cases: Sequence[str] =
         for backend in backends:
             for size in sizes:
                 for case in cases:
-                    result = bench_case(backend, case, size, dtype=dtype, n_steps=n_steps, repeats=repeats)
+                    result = bench_case(backend, case, size, dtype=dtype, n_steps=n_steps, repeats=repeats,
+                                        max_seconds=max_seconds)
                     results.append(result)
                     if progress is not None:
                         progress(result)

@@ -41,9 +41,9 @@ def render(table: Table) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
     rule = "| " + " | ".join("-" * w for w in widths) + " |"
-    notes = "".join(f"{n}\n" for n in table.notes)
+    notes = "".join(f"{n}\n\n" for n in table.notes)
     body = "\n".join([line(table.header), rule, *(line(r) for r in table.rows)])
-    return f"### {table.title}\n\n{notes}\n{body}\n"
+    return f"### {table.title}\n\n{notes}{body}\n"
 
 
 # ------------------------------------------------------------------------------------ cell formats
@@ -55,22 +55,32 @@ def fmt_error(error: float | None, stderr: float | None = None, status: str = "o
     return text if status == "ok" else text + " (stopped)"
 
 
+def _approx(value: float | None, unit: str = "") -> str:
+    """`` (≈ 1700)``: an extrapolated value to two significant digits, or nothing."""
+    return "" if value is None else f" (≈ {float(f'{value:.2g}'):g}{unit})"
+
+
 def fmt_nfe(reach: dict) -> str:
-    """An NFE-to-target entry: ``37``, ``≤ 5`` (reached at the smallest NFE), ``> 200``, ``n/r``."""
+    """An NFE-to-target entry: ``37``, ``≤ 5``, ``> 200 (≈ 1700)`` (extrapolated), ``n/r``."""
     n, bound = reach["nfe"], reach["bound"]
-    return {"=": f"{n:.0f}", "<=": f"≤ {n:g}", ">": f"> {n:g}"}.get(bound, "n/r")
+    if bound == "unresolved":
+        return "n/r"
+    text = {"=": f"{n:.0f}", "<=": f"≤ {n:g}", ">": f"> {n:g}"}[bound]
+    return text + _approx(reach.get("extrapolated"))
 
 
 def fmt_speedup(ratio: dict | None) -> str:
-    """``12.3×``, ``≥ 4.0×`` (lower bound), ``≤ 0.5×`` (upper bound) or ``n/a``."""
+    """``12.3×``, ``≥ 4.0×`` (lower bound), ``≤ 0.5×`` (upper bound) or ``n/a``; `` (≈ 33×)`` if extrapolated."""
     if ratio is None:
         return "n/a"
     low, high = ratio["low"], ratio["high"]
     if low is not None and high is not None and math.isclose(low, high):
-        return f"{low:.1f}×"
-    if low is not None:
-        return f"≥ {low:.1f}×"
-    return f"≤ {high:.1f}×" if high is not None else "n/a"
+        text = f"{low:.1f}×"
+    elif low is not None:
+        text = f"≥ {low:.1f}×"
+    else:
+        text = f"≤ {high:.1f}×" if high is not None else "n/a"
+    return text + _approx(ratio["extrapolated"], "×")
 
 
 def fmt_order(fit: dict) -> str:
@@ -92,10 +102,12 @@ def error_table(results: dict, diffusion: str, kind: str) -> Table:
     """Error vs NFE of every grid-based sampler on one problem."""
     block = results["results"][diffusion][kind]["samplers"]
     nfe = results["meta"]["options"]["nfe"]
-    metrics = results["meta"]["metrics"]
-    used = dict.fromkeys(block[s]["metric"] for s in _grid_samplers(results, block))
-    notes = tuple(f"- `{m}`: {metrics[m]}." for m in used)
     t_end = results["problems"][diffusion]["t_end"]
+    notes = ("Entries: relative error (dimensionless) of the samples at t_end, by the error measure of the row "
+             "(defined at the top); `± s`: Monte Carlo standard error.",)
+    if kind == "mixture":
+        notes += ("At low NFE a mixture error can be dominated by the few trajectories that end in another "
+                  "component than the exact flow's (MATH.md §3.9), hence plateaus and jumps.",)
     rows = []
     for name in _grid_samplers(results, block):
         s = block[name]
@@ -167,12 +179,17 @@ def target_table(results: dict, kind: str) -> Table | None:
         for d in diffusions:
             block = results["results"][d][kind]
             s = block["samplers"].get(name)
-            cells += ["—", "—"] if s is None else [fmt_nfe(s["nfe_to_target"]), _speedup_cell(block["speedup"], name)]
+            if s is None:
+                cells += ["—", "—"]
+            else:
+                cells += [fmt_nfe(s["nfe_to_target"]), _speedup_cell(block["speedup"], name)]
         rows.append((name, *cells))
     refs = ", ".join(f"{d}: {results['results'][d][kind]['speedup']['gddim'] or 'none reaches it'}" for d in diffusions)
     notes = (f"NFE at which the relative error first reaches {target:g} (log-log interpolation between the "
              "measured NFE; RK45: between its tolerances). `≤ n`: already at the smallest NFE; `> n`: not "
-             "reached; `n/r`: Monte Carlo standard error too large to resolve the target.",
+             "reached; `n/r`: Monte Carlo error e ± s not resolved (e - 2s <= target < e + 2s).",
+             "`(≈ n)`: extrapolated with the fitted order (convergence-order table) — an estimate, not a "
+             "measurement.",
              f"Speed-up = NFE(sampler) / NFE(best deterministic gDDIM) — reference per diffusion: {refs}. "
              "Bounds (≥, ≤) where an NFE is only bounded.",
              "Deterministic samplers are judged pathwise, stochastic ones in distribution (see the error tables).")
@@ -209,9 +226,11 @@ def render_report(results: dict) -> str:
              f"error, {opts['n_mc']} samples per Monte Carlo error; run time {meta['elapsed_s']:.0f} s"
              + (" (--quick)" if opts["quick"] else "") + ".", "",
              "Problems (exact scores; samplers start from the exact marginal at t_start and stop at t_end, on a "
-             "grid uniform in sqrt(t)):", ""]
+             f"grid uniform in t^(1/{opts['grid_power']:g})):", ""]
     lines += [f"- **{d}**: {p['title']}; t_start = {p['t_start']:.6g}, t_end = {p['t_end']:g}"
               for d, p in results["problems"].items()]
+    lines += ["", "Error measures (all relative, at t_end):", ""]
+    lines += [f"- `{name}`: {text}." for name, text in meta["metrics"].items()]
     lines += ["", *(render(t) for t in all_tables(results))]
     return "\n".join(lines)
 
@@ -227,16 +246,21 @@ def plot_errors(results: dict, diffusion: str, path: Path) -> None:
     by_kind = results["results"][diffusion]
     target = results["meta"]["options"]["target"]
     fig, axes = plt.subplots(1, len(by_kind), figsize=(5.2 * len(by_kind), 4.4), squeeze=False)
-    colors = plt.get_cmap("tab20").colors
+    tab20 = plt.get_cmap("tab20").colors
+    palette = tab20[0::2] + tab20[1::2]  # ten distinct hues first, then their light variants
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(results["samplers"])}
+    legend = {}
     for ax, (kind, block) in zip(axes[0], by_kind.items()):
-        for i, (name, s) in enumerate(block["samplers"].items()):
-            _plot_series(ax, name, s, colors[i % len(colors)])
+        for name, s in block["samplers"].items():
+            _plot_series(ax, name, s, colors[name])
         ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
         ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel="relative error",
                title=f"{diffusion}: {kind} data")
         ax.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(7, len(labels)), fontsize=8, frameon=False)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(7, len(legend)), fontsize=8,
+               frameon=False)
     fig.suptitle(DIFFUSIONS[diffusion].title, fontsize=10)
     fig.tight_layout(rect=(0, 0.12, 1, 0.97))
     fig.savefig(path, dpi=110)
@@ -244,15 +268,16 @@ def plot_errors(results: dict, diffusion: str, path: Path) -> None:
 
 
 def _plot_series(ax, name: str, series: dict, color) -> None:
-    points = [(n, e, d) for n, e, d in zip(series["nfe"], series["error"], series["stderr"] or [None] * len(series["nfe"]))
-              if e is not None and e > 0]
+    stderr = series["stderr"] or [None] * len(series["nfe"])
+    points = [(n, e, d) for n, e, d in zip(series["nfe"], series["error"], stderr) if e is not None and e > 0]
     if not points:
         return
     points.sort()
     nfe, err, se = zip(*points)
     style = "-" if name in GDDIM_DETERMINISTIC else "--"
     if series["stderr"] is not None:
-        ax.errorbar(nfe, err, yerr=se, color=color, ls=style, marker="o", ms=3, capsize=2, label=name)
+        below = [min(d, 0.9 * e) for e, d in zip(err, se)]  # a log axis cannot show bars that reach 0
+        ax.errorbar(nfe, err, yerr=[below, se], color=color, ls=style, marker="o", ms=3, capsize=2, label=name)
     else:
         ax.plot(nfe, err, color=color, ls=style, marker="s" if series.get("rtol") else "o", ms=3, label=name)
 
@@ -301,6 +326,7 @@ def write_outputs(results: dict, out: Path, markdown: str, plots: bool) -> list[
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".gddim-validation-", dir=out.parent))
     try:
+        stage.chmod(_folder_mode())  # mkdtemp's private 0o700 would become the output folder's mode
         (stage / JSON_NAME).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
         (stage / TABLES_NAME).write_text(markdown)
         if plots:
@@ -317,6 +343,13 @@ def write_outputs(results: dict, out: Path, markdown: str, plots: bool) -> list[
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return names
+
+
+def _folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -338,6 +371,6 @@ def readme_text(results: dict, command: str) -> str:
             "Generated by the `validate` command; regenerate with", "", "```bash", command, "```", "",
             "Every number below compares a sampler against an exact answer (closed-form Gaussian flows and laws,",
             "or a DOP853 reference at rtol 1e-10); the JSON and log-log plots of the same run are written to the",
-            "output folder (`--out`).", ""]
+            "output folder (`--out`).", "", ""]
     return "\n".join(head) + render_report(results)
 

@@ -19,8 +19,8 @@ Error measures (all relative, dimensionless, at the grid's end ``t_end``)
                   (:func:`affine_output_law`) and compared with the true marginal
                   :math:`N(m^*, C^*)` by :func:`gaussian_distance`.
     ``moments``   stochastic samplers on the mixture: :func:`gaussian_distance` between the sample
-                  mean/covariance of ``n_mc`` samples and the exact mixture mean/covariance, with a
-                  bootstrap standard error (values below about 2 SE are Monte Carlo noise).
+                  mean/covariance of ``n_mc`` samples and the exact mixture mean/covariance, with its
+                  Monte Carlo standard error (:meth:`Bench.measure`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +43,7 @@ QUICK_NFE = (5, 10, 20)
 DEFAULT_RK45_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 QUICK_RK45_TOLERANCES = (1e-3, 1e-5)
 RK45_BUDGET = 20_000
-GRID_POWER = 2.0
+DEFAULT_GRID_POWER = 2.0
 REFERENCE_RTOL, REFERENCE_ATOL = 1e-10, 1e-12
 N_BOOTSTRAP = 20
 MIXTURE_WEIGHTS = (0.2, 0.3, 0.5)
@@ -51,15 +51,17 @@ ORDER_FIT_POINTS = 3
 ORDER_FIT_FLOOR = 1e-10
 
 METRICS = {
-    "pathwise": "relative pathwise error ||X - X*||_F / ||X*||_F over the start points; X* = exact "
+    "pathwise": "relative pathwise error ||X - X*||_F / ||X*||_F of the full states (CLD: positions and "
+                "velocities) over the start points; X* = exact "
                 "probability flow (Gaussian, Dirac) or DOP853 reference, rtol 1e-10 (mixture), from the same "
                 "start points",
     "law": "exact distance of output law N(m, C) (by linear response; the sampler is affine on Gaussian data) "
            "to the true marginal N(m*, C*): sqrt(|m - m*|^2 + ||C^1/2 - C*^1/2||_F^2) / sqrt(|m*|^2 + tr C*) "
            "(W2 of the coupling through symmetric roots: = W2 when C, C* commute, an upper bound otherwise)",
     "moments": "the same distance between the sample mean/covariance of the sampler's output and the exact "
-               "mean/covariance of the mixture marginal, +- bootstrap standard error (values below ~2 SE are "
-               "Monte Carlo noise)",
+               "mean/covariance of the mixture marginal, +- its Monte Carlo standard error s (RMS distance of "
+               "bootstrap-resampled moments from the sample moments; by the triangle inequality the noise-free "
+               "error lies within about 2 s of the value)",
 }
 
 DATA_TITLES = {
@@ -130,11 +132,11 @@ class SamplerSpec:
         """The smallest NFE the registered method accepts."""
         return gd.METHODS[self.method].min_nfe
 
-    def build(self, diffusion: gd.LinearDiffusion, nfe: int):
-        """The plan costing exactly ``nfe`` evaluations on the study's grid (power-2, "quadratic")."""
+    def build(self, diffusion: gd.LinearDiffusion, nfe: int, grid_power: float = DEFAULT_GRID_POWER):
+        """The plan costing exactly ``nfe`` evaluations on a grid uniform in ``t**(1/grid_power)``."""
         options = self.options(nfe)
         method = gd.METHODS[self.method]
-        ts = gd.time_grid(diffusion, method.steps_for_nfe(nfe, **options), "power", power=GRID_POWER)
+        ts = gd.time_grid(diffusion, method.steps_for_nfe(nfe, **options), "power", power=grid_power)
         return method.build(diffusion, ts, **options)
 
 
@@ -176,6 +178,8 @@ class StudyConfig:
         Start points of the pathwise error.
     n_mc : int
         Samples of the Monte Carlo moment distance.
+    grid_power : float
+        Grids are uniform in ``t**(1/grid_power)`` (2: the papers' "quadratic" grid).
     target : float
         Relative error of the "NFE to reach a target error" table.
     data_std : float
@@ -189,15 +193,16 @@ class StudyConfig:
     rk45_tolerances: tuple[float, ...] = DEFAULT_RK45_TOLERANCES
     seed: int = 0
     n_paths: int = 64
-    n_mc: int = 20_000
+    n_mc: int = 10_000
+    grid_power: float = DEFAULT_GRID_POWER
     target: float = 1e-3
     data_std: float = 0.2
     quick: bool = False
 
     @classmethod
-    def quick_defaults(cls) -> dict:
-        """The option values ``--quick`` changes (a smoke test of every code path)."""
-        return dict(nfe=QUICK_NFE, rk45_tolerances=QUICK_RK45_TOLERANCES, n_paths=16, n_mc=2_000, quick=True)
+    def quick_config(cls) -> StudyConfig:
+        """The ``--quick`` configuration: every code path in seconds (NFE 5, 10, 20; fewer samples)."""
+        return cls(nfe=QUICK_NFE, rk45_tolerances=QUICK_RK45_TOLERANCES, n_paths=16, n_mc=2_000, quick=True)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the bad option and the valid values."""
@@ -205,7 +210,7 @@ class StudyConfig:
         _check_names("sampler", self.samplers, SAMPLERS)
         _check_names("data kind", self.data, DATA_KINDS)
         if not self.nfe or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfe):
-            raise ValueError(f"--nfe needs positive integers; got {list(self.nfe)}")
+            raise ValueError(f"nfe must be positive integers; got {list(self.nfe)}")
         if list(self.nfe) != sorted(set(self.nfe)):
             raise ValueError(f"nfe must be sorted and distinct; got {list(self.nfe)}")
         for name in self.samplers:
@@ -217,6 +222,7 @@ class StudyConfig:
                              f"{list(self.diffusions)} (sscs is CLD-only, ancestral is VP/BDM-only)")
         _check_positive_finite("target", self.target, upper=1.0)
         _check_positive_finite("data_std", self.data_std)
+        _check_positive_finite("grid_power", self.grid_power)
         for tol in self.rk45_tolerances:
             _check_positive_finite("rk45 tolerance", tol, upper=1.0)
         for name in ("n_paths", "n_mc"):
@@ -336,6 +342,19 @@ def moments(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return samples.mean(axis=0), np.cov(samples, rowvar=False).reshape(samples.shape[1], samples.shape[1])
 
 
+def moment_stderr(samples: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOTSTRAP) -> float:
+    """Standard error of the sample moments in the :func:`gaussian_distance` metric.
+
+    The RMS distance of bootstrap-resampled moments from the sample moments: by the triangle
+    inequality the error of the sample moments differs from that of the sampler's exact output
+    law by about this much.
+    """
+    estimate = moments(samples)
+    n = len(samples)
+    spread = [gaussian_distance(*moments(samples[rng.integers(0, n, n)]), *estimate) for _ in range(n_boot)]
+    return float(np.sqrt(np.mean(np.square(spread))))
+
+
 def mixture_moments(problem: gd.GaussianMixture, t: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact mean and covariance of the mixture marginal :math:`p_t` (flattened event)."""
     means, covs = problem.component_marginals(t)
@@ -343,14 +362,6 @@ def mixture_moments(problem: gd.GaussianMixture, t: float) -> tuple[np.ndarray, 
     mean = w @ means
     second = np.einsum("k,kij->ij", w, covs + means[:, :, None] * means[:, None, :])
     return mean, second - np.outer(mean, mean)
-
-
-def affine_response(fn: Callable[[np.ndarray], np.ndarray], base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(f(base), J)`` of an affine map of rows: ``f(base + e_i) - f(base)`` are the columns of ``J``."""
-    d = base.size
-    rows = np.concatenate([base[None], base[None] + np.eye(d)])
-    out = fn(rows)
-    return out[0], (out[1:] - out[0]).T
 
 
 def affine_output_law(plan, eps_fn, event_shape: tuple[int, ...], mean_start: np.ndarray,
@@ -454,16 +465,12 @@ class Bench:
 
     def _moments(self, plan) -> Measurement:
         rng = _rng(self.config.seed, "monte-carlo", *self.seed_keys)
-        x0 = self.problem.sample_prior(self.config.n_mc, rng)
-        res = plan.sample(self.problem.eps_R, x0, rng=rng)
+        res = plan.sample(self.problem.eps_R, self.problem.sample_prior(self.config.n_mc, rng), rng=rng)
         samples = np.asarray(res.x).reshape(self.config.n_mc, -1)
-        exact = mixture_moments(self.problem, self.t_end)
         if not np.all(np.isfinite(samples)):
             return Measurement(res.nfe, math.inf, status="diverged")
-        err = gaussian_distance(*moments(samples), *exact)
-        boot = [gaussian_distance(*moments(samples[rng.integers(0, len(samples), len(samples))]), *exact)
-                for _ in range(N_BOOTSTRAP)]
-        return Measurement(res.nfe, err, stderr=float(np.std(boot, ddof=1)))
+        error = gaussian_distance(*moments(samples), *mixture_moments(self.problem, self.t_end))
+        return Measurement(res.nfe, error, stderr=moment_stderr(samples, rng))
 
 
 def run_series(spec: SamplerSpec, bench: Bench, config: StudyConfig,
@@ -477,7 +484,7 @@ def run_series(spec: SamplerSpec, bench: Bench, config: StudyConfig,
             on_step(f"rtol={tol:g}")
     else:
         for nfe in config.nfe:
-            out.append(bench.measure(spec, spec.build(bench.diffusion, nfe)))
+            out.append(bench.measure(spec, spec.build(bench.diffusion, nfe, config.grid_power)))
             on_step(f"nfe={nfe}")
     return out
 
@@ -494,7 +501,8 @@ def fit_order(nfe: Sequence[float], error: Sequence[float], stderr: Sequence[flo
     Returns
     -------
     dict
-        ``order`` (float or ``None`` when fewer than 2 points qualify) and ``nfe_range``
+        ``order`` (float or ``None`` when fewer than 2 points qualify), ``log_constant`` (``log C``
+        of the fitted :math:`\text{error} \approx C\,\text{NFE}^{-\text{order}}`) and ``nfe_range``
         (``[lo, hi]`` of the points used, or ``None``).
     """
     se = [None] * len(nfe) if stderr is None else list(stderr)
@@ -502,35 +510,45 @@ def fit_order(nfe: Sequence[float], error: Sequence[float], stderr: Sequence[flo
               if e is not None and math.isfinite(e) and e > floor and (s is None or e > 3 * s)]
     usable = sorted(dict(usable).items())[-n_points:]  # one point per NFE (the last one measured)
     if len(usable) < 2:
-        return {"order": None, "nfe_range": None}
-    x, y = np.log([u[0] for u in usable]), np.log([u[1] for u in usable])
-    return {"order": float(-np.polyfit(x, y, 1)[0]), "nfe_range": [usable[0][0], usable[-1][0]]}
+        return {"order": None, "log_constant": None, "nfe_range": None}
+    slope, intercept = np.polyfit(np.log([u[0] for u in usable]), np.log([u[1] for u in usable]), 1)
+    return {"order": float(-slope), "log_constant": float(intercept), "nfe_range": [usable[0][0], usable[-1][0]]}
 
 
 def nfe_to_target(nfe: Sequence[float], error: Sequence[float], target: float,
                   stderr: Sequence[float | None] | None = None) -> dict:
     """NFE at which the error first reaches ``target``, interpolated linearly in log-log.
 
+    A Monte Carlo error ``e ± s`` counts as above the target when ``e - 2s > target`` and as
+    below when ``e + 2s <= target``; in between the crossing is not resolved.
+
     Returns
     -------
     dict
         ``nfe`` and ``bound``: ``"="`` (interpolated), ``"<="`` (already reached at the smallest
-        NFE), ``">"`` (not reached; ``nfe`` is the largest tried) or ``"unresolved"`` (the Monte
-        Carlo standard error at the crossing exceeds ``target / 2``; ``nfe`` is ``None``).
+        NFE), ``">"`` (not reached; ``nfe`` is the largest tried) or ``"unresolved"`` (``nfe`` is
+        ``None``).
     """
     se = [None] * len(nfe) if stderr is None else list(stderr)
-    points = sorted(zip(nfe, error, se))
+    points = sorted((n, e, s or 0.0) for n, e, s in zip(nfe, error, se) if e is not None and math.isfinite(e))
     for i, (n, e, s) in enumerate(points):
-        if e is None or not math.isfinite(e) or e > target:
+        if e - 2 * s > target:
             continue
-        if s is not None and 2 * s > target:
+        if e + 2 * s > target:
             return {"nfe": None, "bound": "unresolved"}
-        if i == 0 or not math.isfinite(points[i - 1][1]):
+        if i == 0:
             return {"nfe": float(n), "bound": "<="}
-        (n0, e0, _), (n1, e1) = points[i - 1], (n, e)
-        frac = math.log(target / e0) / math.log(e1 / e0)
-        return {"nfe": float(math.exp(math.log(n0) + frac * math.log(n1 / n0))), "bound": "="}
-    return {"nfe": float(points[-1][0]) if points else None, "bound": ">"}
+        n0, e0, _ = points[i - 1]
+        frac = math.log(target / e0) / math.log(e / e0)
+        return {"nfe": float(math.exp(math.log(n0) + frac * math.log(n / n0))), "bound": "="}
+    return {"nfe": float(max(nfe)), "bound": ">"}
+
+
+def extrapolate_nfe(fit: dict, target: float) -> float | None:
+    """NFE at which the fitted power law :func:`fit_order` reaches ``target`` (``None`` without a fit)."""
+    if fit["order"] is None or fit["order"] <= 0:
+        return None
+    return float(math.exp((fit["log_constant"] - math.log(target)) / fit["order"]))
 
 
 def _nfe_interval(reach: dict) -> tuple[float, float]:
@@ -540,31 +558,47 @@ def _nfe_interval(reach: dict) -> tuple[float, float]:
 
 
 def speedup(baseline: dict, gddim: dict) -> dict:
-    """NFE ratio baseline / gDDIM to reach the target, as bounds ``{"low", "high"}`` (``None``: unknown)."""
+    """NFE ratio baseline / gDDIM to reach the target from two :func:`nfe_to_target` results.
+
+    Returns ``{"low", "high"}``: measured bounds (``None``: unbounded or unknown), and
+    ``extrapolated``: the ratio of point estimates when one of them is only extrapolated
+    (``"extrapolated"`` key of a ``">"`` result), else ``None``.
+    """
     b_lo, b_hi = _nfe_interval(baseline)
     g_lo, g_hi = _nfe_interval(gddim)
     low = b_lo / g_hi if g_hi > 0 else math.nan
     high = b_hi / g_lo if g_lo > 0 else math.inf
-    return {"low": _json_float(low) if low > 0 else None, "high": _json_float(high) if math.isfinite(high) else None}
+    b_point, g_point = _point_estimate(baseline), _point_estimate(gddim)
+    measured = baseline["bound"] == gddim["bound"] == "="
+    extrapolated = None if measured or b_point is None or g_point is None else b_point / g_point
+    return {"low": _json_float(low) if low > 0 else None, "high": _json_float(high) if math.isfinite(high) else None,
+            "extrapolated": extrapolated}
+
+
+def _point_estimate(reach: dict) -> float | None:
+    return reach["nfe"] if reach["bound"] == "=" else reach.get("extrapolated")
 
 
 def _json_float(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def _series_dict(spec: SamplerSpec, metric: str, runs: list[Measurement], config: StudyConfig,
-                 tolerances: Sequence[float] | None) -> dict:
+def _series_dict(metric: str, runs: list[Measurement], target: float, tolerances: Sequence[float] | None) -> dict:
     nfe = [r.nfe for r in runs]
     errors = [r.error for r in runs]
     stderr = [r.stderr for r in runs] if metric == "moments" else None
+    fit = fit_order(nfe, errors, stderr)
+    reach = nfe_to_target(nfe, errors, target, stderr)
+    if reach["bound"] == ">":
+        reach["extrapolated"] = extrapolate_nfe(fit, target)
     out = {
         "metric": metric,
         "nfe": nfe,
         "error": [_json_float(e) for e in errors],
         "stderr": stderr,
         "status": [r.status for r in runs],
-        "fitted_order": fit_order(nfe, errors, stderr),
-        "nfe_to_target": nfe_to_target(nfe, errors, config.target, stderr),
+        "fitted_order": fit,
+        "nfe_to_target": reach,
     }
     if tolerances is not None:
         out["rtol"] = list(tolerances)
@@ -648,7 +682,7 @@ def run_study(config: StudyConfig, cases: list[Case] | None = None,
                     continue
                 runs = run_series(spec, bench, config, lambda label: step(f"{case.name}/{kind}/{name} {label}"))
                 tolerances = config.rk45_tolerances if spec.adaptive else None
-                series[name] = _series_dict(spec, bench.metric(spec), runs, config, tolerances)
+                series[name] = _series_dict(bench.metric(spec), runs, config.target, tolerances)
             results[case.name][kind] = {"samplers": series, "speedup": _speedups(series)}
     return {
         "meta": _meta(config, time.perf_counter() - started),
@@ -666,8 +700,9 @@ def _describe_case(case: Case, config: StudyConfig) -> dict:
     return {"title": DIFFUSIONS[case.name].title, "diffusion": repr(d),
             "event_shape": list(DIFFUSIONS[case.name].event_shape(d)),
             "t_start": float(d.t_start), "t_end": float(d.t_end),
-            "grid": f"uniform in t^(1/{GRID_POWER:g}) from t_start to t_end",
-            "data": {k: DATA_TITLES[k] + f", data std {config.data_std:g}" for k in config.data}}
+            "grid": f"uniform in t^(1/{config.grid_power:g}) from t_start to t_end",
+            "data": {k: DATA_TITLES[k] + ("" if k == "dirac" else f", data std {config.data_std:g}")
+                     for k in config.data}}
 
 
 def _meta(config: StudyConfig, elapsed: float) -> dict:
@@ -677,7 +712,7 @@ def _meta(config: StudyConfig, elapsed: float) -> dict:
             "diffusions": list(config.diffusions), "samplers": list(config.samplers), "data": list(config.data),
             "nfe": list(config.nfe), "rk45_tolerances": list(config.rk45_tolerances), "seed": config.seed,
             "n_paths": config.n_paths, "n_mc": config.n_mc, "target": config.target,
-            "data_std": config.data_std, "quick": config.quick,
+            "data_std": config.data_std, "grid_power": config.grid_power, "quick": config.quick,
         },
         "metrics": METRICS,
         "order_fit": f"slope of -log(error) vs log(NFE) over the {ORDER_FIT_POINTS} largest NFE with error above "

@@ -1,0 +1,175 @@
+"""The ``gddim-numerics validate`` command: a quick end-to-end run, its analysis helpers, bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import gddim_numerics as gd
+from gddim_numerics.affine_law import output_law
+from gddim_numerics.layout import dense_operator
+from gddim_numerics.validation import study
+from gddim_numerics.validation.cli import main
+
+
+# ------------------------------------------------------------------------------------ quick run
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """``validate --quick`` run in-process into a fresh folder (with plots and a README)."""
+    root = tmp_path_factory.mktemp("quick")
+    out, readme = root / "out", root / "README.md"
+    status = main(["validate", "--quick", "--no-progress", "--out", str(out), "--write-readme", str(readme)])
+    return status, out, readme, json.loads((out / "results.json").read_text())
+
+
+def _all_series(results):
+    for diffusion, by_kind in results["results"].items():
+        for kind, block in by_kind.items():
+            for name, series in block["samplers"].items():
+                yield diffusion, kind, name, series
+
+
+def test_quick_run_writes_every_output(quick_run):
+    """Exit status 0; JSON, Markdown tables, one PNG per diffusion and the README are written."""
+    status, out, readme, results = quick_run
+    assert status == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"results.json", "tables.md", "error_vs_nfe_vp.png", "error_vs_nfe_cld.png", "error_vs_nfe_bdm.png"}
+    assert all((out / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
+    text = readme.read_text()
+    assert "Dirac exactness" in text and "NFE to reach relative error" in text
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".gddim")]  # no staging folder left
+
+
+def test_quick_run_covers_every_sampler_with_finite_errors(quick_run):
+    """Every sampler runs on every problem it applies to, and every error is a finite number."""
+    _, _, _, results = quick_run
+    seen = {name for _, _, name, _ in _all_series(results)}
+    assert seen == set(study.SAMPLERS)
+    for diffusion, kind, name, series in _all_series(results):
+        assert series["status"] == ["ok"] * len(series["error"]), (diffusion, kind, name)
+        assert all(e is not None and math.isfinite(e) for e in series["error"]), (diffusion, kind, name)
+        if name != "rk45":
+            assert series["nfe"] == list(study.QUICK_NFE)
+
+
+def test_quick_run_dirac_exactness(quick_run):
+    """gDDIM with K = R is exact on a Dirac point (<= 1e-8 for every NFE); K = L is far off on CLD."""
+    _, _, _, results = quick_run
+    exact = results["dirac_exactness"]
+    for diffusion in ("vp", "cld", "bdm"):
+        for name in ("gddim_q1", "gddim_q2", "gddim_q3", "gddim_lam0.5", "gddim_lam1"):
+            assert exact[diffusion][name] <= 1e-8, (diffusion, name)
+    assert exact["cld"]["gddim_L"] > 1e-2
+
+
+# ------------------------------------------------------------------------------------ analysis helpers
+def test_fit_order_recovers_known_slope():
+    """A power law error = C NFE^-p is fitted exactly over its asymptotic range; round-off and noise are skipped."""
+    nfe = np.array([5, 10, 20, 50, 100, 200])
+    error = 3.0 * nfe**-2.5
+    error[0] *= 10  # pre-asymptotic point: outside the 3 largest NFE
+    fit = study.fit_order(nfe, error)
+    assert fit["order"] == pytest.approx(2.5, abs=1e-12)
+    assert fit["nfe_range"] == [50, 200]
+    floored = np.where(nfe >= 100, 1e-14, error)  # round-off floor at large NFE
+    assert study.fit_order(nfe, floored)["order"] == pytest.approx(2.5, abs=1e-12)
+    noisy = study.fit_order(nfe, error, stderr=[None] * 4 + [error[4], error[5]])  # last two within 3 SE
+    assert noisy["order"] == pytest.approx(2.5, abs=1e-12) and noisy["nfe_range"] == [10, 50]
+    assert study.fit_order([5, 10], [1e-13, 1e-14])["order"] is None
+
+
+def test_nfe_to_target_interpolates_in_log_log():
+    """For error = NFE^-2 the target 1e-3 is met at NFE = sqrt(1000); bounds where it is not bracketed."""
+    nfe = [5, 10, 20, 50, 100]
+    error = [n**-2.0 for n in nfe]
+    assert study.nfe_to_target(nfe, error, 1e-3) == {"nfe": pytest.approx(1000**0.5, rel=1e-12), "bound": "="}
+    assert study.nfe_to_target(nfe, error, 1e-1) == {"nfe": 5.0, "bound": "<="}
+    assert study.nfe_to_target(nfe, error, 1e-6) == {"nfe": 100.0, "bound": ">"}
+    fit = study.fit_order(nfe, error)
+    assert study.extrapolate_nfe(fit, 1e-6) == pytest.approx(1000.0, rel=1e-9)
+
+
+def test_nfe_to_target_with_monte_carlo_errors():
+    """A Monte Carlo error e ± s is below the target only if e + 2s is, above only if e - 2s is."""
+    nfe = [10, 20, 40]
+    assert study.nfe_to_target(nfe, [1e-1, 4e-2, 2e-2], 3e-2, stderr=[1e-3] * 3)["bound"] == "="
+    assert study.nfe_to_target(nfe, [1e-1, 4e-2, 2e-2], 3e-2, stderr=[1e-3, 1e-2, 1e-2])["bound"] == "unresolved"
+    assert study.nfe_to_target(nfe, [1e-1, 8e-2, 6e-2], 3e-2, stderr=[1e-3] * 3) == {"nfe": 40.0, "bound": ">"}
+
+
+def test_speedup_bounds():
+    """The NFE ratio is exact when both are interpolated, a one-sided bound otherwise, plus extrapolations."""
+    exact = study.speedup({"nfe": 100.0, "bound": "="}, {"nfe": 10.0, "bound": "="})
+    assert exact == {"low": 10.0, "high": 10.0, "extrapolated": None}
+    not_reached = study.speedup({"nfe": 200.0, "bound": ">", "extrapolated": 900.0}, {"nfe": 10.0, "bound": "="})
+    assert not_reached == {"low": 20.0, "high": None, "extrapolated": 90.0}
+    early = study.speedup({"nfe": 50.0, "bound": "="}, {"nfe": 5.0, "bound": "<="})
+    assert early == {"low": 10.0, "high": None, "extrapolated": None}
+    unknown = study.speedup({"nfe": None, "bound": "unresolved"}, {"nfe": 5.0, "bound": "="})
+    assert unknown == {"low": None, "high": None, "extrapolated": None}
+
+
+def test_gaussian_distance_is_w2_for_commuting_covariances():
+    """With diagonal covariances the distance is the closed-form W2, relative to the reference's RMS norm."""
+    m1, m2 = np.array([1.0, -2.0]), np.array([1.5, -1.0])
+    c1, c2 = np.diag([0.25, 4.0]), np.diag([1.0, 0.09])
+    w2 = np.sqrt(np.sum((m1 - m2) ** 2) + np.sum((np.sqrt(np.diag(c1)) - np.sqrt(np.diag(c2))) ** 2))
+    assert study.gaussian_distance(m1, c1, m2, c2) == pytest.approx(w2 / np.sqrt(np.sum(m2**2) + 1.09), rel=1e-14)
+    assert study.gaussian_distance(m2, c2, m2, c2) == 0.0
+
+
+@pytest.mark.parametrize("method, options", [("gddim", {"order": 1, "lam": 0.5}), ("em", {"lam": 1.0})])
+def test_linear_response_law_matches_output_law(method, options):
+    """The probe behind the `law` measure equals the StepTables propagation of ``affine_law.output_law``."""
+    sde = gd.CLD()
+    ev = (2, 2)
+    data = gd.GaussianData(sde, ev, [[0.3, 0.0], [-0.2, 0.0]],
+                           dense_operator(sde, sde.initial_covariance, ev) + np.diag([0.04, 0, 0.01, 0]))
+    plan = gd.METHODS[method].build(sde, gd.time_grid(sde, 6, "power"), **options)
+    mean_start, cov_start = data.marginal(sde.t_start)
+
+    def affine_eps(t):  # exact eps_R = R^T C^{-1} (u - m), written from MATH.md §8.1
+        m, c = data.marginal(t)
+        w = dense_operator(sde, sde.gddim_factor(t), ev).T @ np.linalg.inv(c)
+        return w, -w @ m
+
+    expected = output_law(sde, plan.tables, ev, affine_eps, mean_start, cov_start)
+    got = study.affine_output_law(plan, data.eps_R, ev, mean_start, cov_start)
+    np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args, expected", [
+    (["--samplers", "gddim_q1,euler2"], ["unknown sampler 'euler2'", "gddim_q1", "ancestral", "sscs"]),
+    (["--diffusions", "vp", "ve"], ["unknown diffusion 've'", "vp, cld, bdm"]),
+    (["--data", "uniform"], ["unknown data kind 'uniform'", "gaussian, mixture, dirac"]),
+    (["--samplers", "heun", "--nfe", "1", "10"], ["'heun' needs NFE >= 2"]),
+    (["--nfe", "0", "10"], ["nfe must be positive integers"]),
+    (["--data-std", "nan"], ["data_std must be a finite number"]),
+    (["--target", "inf"], ["target must be a finite number"]),
+    (["--samplers", "sscs", "--diffusions", "vp"], ["none of the samplers"]),
+    (["--nfe", "ten"], ["invalid int value"]),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, expected):
+    """Bad names, NFE or parameters: status 2, the reason (and the valid names) on stderr, no files."""
+    out = tmp_path / "out"
+    assert main(["validate", "--no-progress", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    for text in expected:
+        assert text in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_folder_exits_2(tmp_path, capsys):
+    """An output folder below a file, or inside the package, is refused before any work."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["validate", "--no-progress", "--out", str(blocker / "out")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    package = study.__file__.rsplit("/", 1)[0]
+    assert main(["validate", "--no-progress", "--out", package + "/results"]) == 2
+    assert "inside the package" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]

@@ -1,0 +1,175 @@
+"""The ``gddim-numerics`` command line.
+
+Subcommands
+-----------
+``validate``
+    The validation study (:mod:`.study`): samplers × diffusions × NFE on exact-score problems;
+    prints the tables and writes ``results.json``, ``tables.md`` and log-log PNG plots to ``--out``.
+
+A subcommand is a function ``add_<name>(subparsers)`` that adds its parser and sets ``func`` (the
+function ``func(args) -> exit status``); :func:`build_parser` calls each. Bad input exits with
+status 2 and a message on stderr, before any work is done and without writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import gddim_numerics
+import gddim_numerics.backends
+
+from . import report
+from .study import DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, count_steps, prepare_cases, run_study
+
+PROG = "gddim-numerics"
+USAGE_ERROR = 2
+PACKAGE_DIRS = tuple(Path(f).parent for f in (gddim_numerics.__file__, gddim_numerics.backends.__file__, __file__))
+
+
+def _names(text: str) -> list[str]:
+    """Comma-separated names (``--samplers gddim_q1,em`` as well as ``--samplers gddim_q1 em``)."""
+    return [part for part in text.split(",") if part]
+
+
+def _flatten(groups: Sequence[Sequence[str]] | None) -> tuple[str, ...] | None:
+    return None if groups is None else tuple(name for group in groups for name in group)
+
+
+def add_validate(subparsers) -> None:
+    """Add the ``validate`` subcommand."""
+    p = subparsers.add_parser(
+        "validate", help="convergence / exactness study of every sampler on exact-score problems",
+        description="Run samplers x diffusions x NFE on exact-score problems (Gaussian, Gaussian mixture, Dirac "
+                    "data), print error-vs-NFE tables, fitted convergence orders, Dirac exactness and NFE to "
+                    "reach a target error, and write the same as JSON plus log-log PNG plots.")
+    p.add_argument("--diffusions", nargs="+", type=_names, metavar="NAME",
+                   help=f"diffusions to study (default: all of {', '.join(DIFFUSIONS)})")
+    p.add_argument("--samplers", nargs="+", type=_names, metavar="NAME",
+                   help=f"samplers (default: all of {', '.join(SAMPLERS)})")
+    p.add_argument("--data", nargs="+", type=_names, metavar="KIND",
+                   help=f"exact-score problems (default: all of {', '.join(DATA_KINDS)})")
+    p.add_argument("--nfe", nargs="+", type=int, metavar="N",
+                   help="network evaluations per sample for the grid-based samplers "
+                        f"(default: {' '.join(map(str, DEFAULT_NFE))})")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of problem parameters, start points and noise (default 0)")
+    p.add_argument("--target", type=float, metavar="REL_ERR", help="relative error of the 'NFE to reach' table (default 1e-3)")
+    p.add_argument("--data-std", type=float, metavar="STD", help="scale of the data covariances (default 0.2)")
+    p.add_argument("--grid-power", type=float, metavar="P",
+                   help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke test of every code path in well under a minute (NFE 5 10 20, fewer samples)")
+    p.add_argument("--out", default="gddim-validation", metavar="DIR",
+                   help="output folder for results.json, tables.md and the PNG plots (default ./gddim-validation)")
+    p.add_argument("--write-readme", metavar="PATH",
+                   help="also write the report as a README (e.g. validation/README.md)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_validate)
+
+
+# Each subcommand adds itself here; e.g. a ``bench`` command: add_bench(subparsers) -> func=run_bench.
+SUBCOMMANDS: tuple[Callable, ...] = (add_validate,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gddim-numerics`` parser with one sub-parser per subcommand."""
+    parser = argparse.ArgumentParser(prog=PROG, description="gDDIM numerics: validation studies of samplers "
+                                                           "for linear diffusions.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {gddim_numerics.__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    """The :class:`StudyConfig` of ``validate``'s options (``--quick`` first, explicit options win)."""
+    config = StudyConfig.quick_config() if args.quick else StudyConfig()
+    explicit = {
+        "diffusions": _flatten(args.diffusions), "samplers": _flatten(args.samplers), "data": _flatten(args.data),
+        "nfe": None if args.nfe is None else tuple(sorted(set(args.nfe))),
+        "seed": args.seed, "target": args.target, "data_std": args.data_std, "grid_power": args.grid_power,
+    }
+    config = replace(config, **{k: v for k, v in explicit.items() if v is not None})
+    config.check()
+    return config
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """The ``validate`` subcommand: check every input, run the study, print and write the report."""
+    try:
+        config = config_from_args(args)
+        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        readme = None if args.write_readme is None else report.check_writable_file(args.write_readme)
+        cases = prepare_cases(config)
+    except ValueError as err:
+        return _usage_error(args.command, str(err))
+    plots = not args.no_plots and _have("matplotlib", "plots", "--no-plots", "plot")
+    with _progress(count_steps(config), enabled=not args.no_progress) as step:
+        results = run_study(config, cases, step)
+    markdown = report.render_report(results)
+    print(markdown)
+    names = report.write_outputs(results, out, markdown, plots)
+    print(f"wrote {', '.join(names)} to {out}")
+    if readme is not None:
+        report.write_text_atomic(readme, report.readme_text(results, _command_line(args)))
+        print(f"wrote {readme}")
+    return 0
+
+
+def _usage_error(command: str, message: str) -> int:
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _have(module: str, what: str, flag: str, extra: str) -> bool:
+    """Whether an optional dependency imports; if not, say on stderr what is skipped and how to get it."""
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"{PROG}: {module} is not installed, so no {what} ({flag} silences this); "
+              f"pip install 'gddim-numerics[{extra}]'", file=sys.stderr)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A tqdm progress bar on stderr as a ``step(label)`` callback (a no-op without tqdm or when disabled)."""
+    if not (enabled and _have("tqdm", "progress bar", "--no-progress", "progress")):
+        yield lambda label: None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="validate", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+        def step(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update()
+
+        yield step
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command line of this run (it regenerates the README)."""
+    return shlex.join([PROG, *args.argv])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gddim-numerics``; returns the exit status (2 for bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help / --version (0) or an argparse usage error (2)
+        return int(done.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
