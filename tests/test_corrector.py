@@ -121,7 +121,7 @@ def test_first_row_unchanged_and_last_step_not_corrected():
     assert list(corr.orders) == [1, 2]
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None, max_examples=12)
 @given(name=st.sampled_from(["vp", "cld", "bdm", "dense"]), order=st.integers(1, 5),
        nfe=st.sampled_from([2, 3, 5, 10, 20]), variable=st.sampled_from(VARIABLES),
        kind=st.sampled_from(["power", "log", "log_snr"]), seed=st.integers(0, 3))
@@ -176,14 +176,15 @@ CONV = {
 @pytest.mark.parametrize("name,form,order", [("vp", "data", 1), ("vp", "eps", 1), ("cld", "data", 1),
                                              ("cld", "data", 2)])
 def test_corrector_raises_the_order_by_one(name, form, order):
-    """Gaussian data on [1, 0.1]: with the corrector the fitted slope is within 0.25 of q + 1 (N = 32..256)."""
+    """Gaussian data on [1, 0.1]: with the corrector the fitted slope is within 0.25 of q + 1 (N = 16..64 on CLD,
+    16..128 on VP)."""
     make, ev, mu, cov = CONV[name]
     sde = make()
     data = Gaussian(sde, ev, mu, cov)
     x = np.random.default_rng(0).standard_normal((4,) + ev)
     ts0 = gd.time_grid(sde, 8, "power", t_end=0.1)
     ref = data.flow_ode(x, ts0[0], ts0[-1])
-    ns = [32, 64, 128, 256]
+    ns = [16, 32, 64] if name == "cld" else [16, 32, 64, 128]
     errors = [relative_error(gd.GDDIM(sde, gd.time_grid(sde, n, "power", t_end=0.1), order=order, form=form,
                                       corrector=True).sample(data.eps_fn(), x).x, ref) for n in ns]
     slope = -np.polyfit(np.log(ns), np.log(errors), 1)[0]
