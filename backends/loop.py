@@ -5,7 +5,14 @@ Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates ``u``
 .. math::  y_k = \mathrm{eps\_fn}(x_k, t_k),\quad h_k = a_k u_k + b_k y_k,\quad
            u_{k+1} = A_k u_k + \sum_{j<q_k} B_{kj} h_{k-j} + N_k z_k ,
 
-with ``x_k`` the state in the caller's layout (:mod:`~gddim_numerics.backends.operators`).
+with ``x_k`` the state in the caller's layout (:mod:`~gddim_numerics.backends.operators`). A step
+with a correction (:class:`~gddim_numerics.tables.StepTables`, ``correction_orders[k] > 0``) first
+moves the state it was evaluated at and its newest history value,
+
+.. math::  \delta_k = \Gamma_{k0}h_k + \sum_{0<i<p_k}\Gamma_{ki}h_{k-i},\quad
+           u_k \leftarrow u_k + \delta_k,\quad h_k \leftarrow h_k + \rho_k\delta_k ,
+
+without a further evaluation.
 """
 
 from __future__ import annotations
@@ -124,17 +131,29 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     # Tables, moved once in the working dtype. The newest output enters a step with its conversion
     # folded in on the host (float64), u' = (A + B_0 a) u + (B_0 b) y + sum_{j>=1} B_j h_{k-j} + N z,
     # so that A u and B_0 a u never cancel in the working dtype; h_k = a u + b y is formed only when a
-    # later step uses it.
+    # later step or this step's correction uses it. A correction delta enters as (A + B_0 rho) delta
+    # (u + delta is never formed), and h_k + rho delta is formed only when a later step uses it.
     ts, orders, n, q = tables.ts.tolist(), tables.orders.tolist(), tables.n_steps, tables.max_order
+    width = tables.memory
+    corr_counts = tables.correction_orders.tolist() if tables.corrects else [0] * n
     newest = tables.history[:, 0]
     state = op.prepare(tables.state if tables.input_state is None else tables.state + newest @ tables.input_state)
     from_output = op.prepare(newest if tables.input_output is None else newest @ tables.input_output)
     older = [None] + [op.prepare(tables.history[:, j]) for j in range(1, q)]
-    kept = [any(orders[i] > i - k for i in range(k + 1, min(k + q, n))) for k in range(n)]
-    converts = (tables.input_state is not None or tables.input_output is not None) and any(kept)
+    kept = [any(orders[i] > i - k or corr_counts[i] > i - k for i in range(k + 1, min(k + width, n)))
+            for k in range(n)]
+    converts = (tables.input_state is not None or tables.input_output is not None) and (any(kept) or
+                                                                                       any(corr_counts))
     if converts:
         in_out = op.prepare(_or_identity(tables.input_output, tables.state))
         in_state = op.prepare(tables.input_state) if tables.input_state is not None else None
+    if tables.corrects:
+        gamma = [op.prepare(tables.correction[:, i]) for i in range(tables.correction.shape[1])]
+        reanchor = tables.reanchor if tables.reanchor is not None and np.any(tables.reanchor != 0.0) else None
+        from_delta = op.prepare(tables.state if reanchor is None else tables.state + newest @ reanchor)
+        if reanchor is not None:
+            rho = op.prepare(reanchor)
+            unit = op.prepare(_or_identity(None, tables.state))
     if callback is not None:
         data_out = op.prepare(_or_identity(tables.data_output, tables.state))
         data_state = op.prepare(tables.data_state) if tables.data_state is not None else None
@@ -164,7 +183,22 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
         y_m = to_modes(yw)
         y_owned = y_m is not y
 
+        # the newest history value h_k (in the loop's arrays), where a correction or a later step needs it
+        h_k, h_owned = None, False
+        if kept[k] or corr_counts[k]:
+            if converts:
+                terms = [(in_out[k], y_m)] + ([(in_state[k], u)] if in_state is not None else [])
+                h_k, h_owned = op.combine(terms, kern.buffer(shape)), True
+            else:
+                h_k, h_owned = y_m, y_owned
+        delta = None
+        if corr_counts[k]:
+            terms = [(gamma[0][k], h_k)] + [(gamma[i][k], hist[k - i][0]) for i in range(1, corr_counts[k])]
+            delta = op.combine(terms, kern.buffer(shape))
+
         terms = [(state[k], u), (from_output[k], y_m)]
+        if delta is not None:
+            terms.append((from_delta[k], delta))
         terms += [(older[j][k], hist[k - j][0]) for j in range(1, orders[k])]
         z_m = None
         if tables.stochastic and noisy[k]:
@@ -178,14 +212,21 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
             callback(StepInfo(step=k, t=t, t_next=ts[k + 1], x=x_in, x0_pred=to_caller(op.combine(terms)),
                               eps=y, nfe=k + 1))
 
-        if kept[k] and converts:
-            terms = [(in_out[k], y_m)] + ([(in_state[k], u)] if in_state is not None else [])
-            hist[k] = (op.combine(terms, kern.buffer(shape)), True)
-        elif kept[k]:
-            hist[k] = (y_m, y_owned)
-        if y_owned and not (kept[k] and not converts):
+        stored = None
+        if kept[k]:
+            if delta is not None and reanchor is not None:
+                stored = (op.combine([(unit[k], h_k), (rho[k], delta)], kern.buffer(shape)), True)
+            else:
+                stored = (h_k, h_owned)
+            hist[k] = stored
+        keep = stored[0] if stored is not None else None
+        if h_owned and h_k is not keep and h_k is not y_m:
+            kern.release(h_k)
+        if y_owned and y_m is not keep:
             kern.release(y_m)
-        for old in [m for m in hist if m <= k + 1 - q]:
+        if delta is not None:
+            kern.release(delta)
+        for old in [m for m in hist if m <= k + 1 - width]:
             h, owned = hist.pop(old)
             if owned:
                 kern.release(h)

@@ -9,6 +9,11 @@ step, and its mean and covariance propagate exactly:
     h_k = (a_k + b_k W_k)u_k + b_k w_k,\qquad
     u_{k+1} = \big(A_k + B_{k0}(a_k + b_kW_k)\big)u_k + \sum_{j\ge1}B_{kj}h_{k-j} + B_{k0}b_kw_k + N_kz_k .
 
+A step that corrects its state (``StepTables.correction``) first adds
+:math:`\delta_k = \Gamma_{k0}h_k + \sum_{i\ge1}\Gamma_{ki}h_{k-i}` to :math:`u_k` and :math:`\rho_k\delta_k` to
+:math:`h_k` — still affine (:func:`~gddim_numerics.tables.step_map`); the stack then holds
+``max(q, p)`` history slots.
+
 For a start law :math:`u_T \sim N(m_T, C_T)` the output is exactly :math:`N(\mu, \Gamma)` — no
 sampling noise; compare it with the true marginal to measure a sampler's bias in distribution.
 """
@@ -21,7 +26,7 @@ import numpy as np
 
 from .diffusion import LinearDiffusion
 from .layout import dense_operator
-from .tables import StepTables
+from .tables import StepTables, step_map
 
 
 def output_law(diffusion: LinearDiffusion, tables: StepTables, event_shape: tuple,
@@ -36,12 +41,12 @@ def output_law(diffusion: LinearDiffusion, tables: StepTables, event_shape: tupl
     """
     event_shape = tuple(event_shape)
     d = int(np.prod(event_shape))
-    q = tables.max_order
+    q = tables.memory
 
-    def dense(table, k):
-        return None if table is None else dense_operator(diffusion, table[k], event_shape)
+    def block(table):
+        return dense_operator(diffusion, table, event_shape)
 
-    # stacked state [u, h_{k-1}, ..., h_{k-q+1}]: mean (q d,), cov (q d, q d)
+    # stacked state [u, h_{k-1}, ..., h_{k-q+1}] (q: history entries a step or a correction uses)
     mean = np.zeros(q * d)
     cov = np.zeros((q * d, q * d))
     mean[:d] = np.ravel(mean_start)
@@ -49,27 +54,19 @@ def output_law(diffusion: LinearDiffusion, tables: StepTables, event_shape: tupl
     eye = np.eye(d)
     for k in range(tables.n_steps):
         w_mat, w_vec = affine_output(float(tables.ts[k]))
-        a = dense(tables.input_state, k)
-        b = dense(tables.input_output, k)
-        b = eye if b is None else b
+        a = None if tables.input_state is None else block(tables.input_state[k])
+        b = eye if tables.input_output is None else block(tables.input_output[k])
         h_gain = b @ w_mat + (0 if a is None else a)   # h_k = h_gain u + h_off
         h_off = b @ w_vec
-        # map old stack -> new stack
-        step = np.zeros((q * d, q * d))
+        step, (c_u, c_h) = step_map(tables, k, q, h_gain, block)
         offset = np.zeros(q * d)
-        step[:d, :d] = dense(tables.state, k) + dense(tables.history[:, 0], k) @ h_gain
-        offset[:d] = dense(tables.history[:, 0], k) @ h_off
-        for j in range(1, int(tables.orders[k])):
-            step[:d, j * d:(j + 1) * d] = dense(tables.history[:, j], k)
+        offset[:d] = c_u @ h_off
         if q > 1:
-            step[d:2 * d, :d] = h_gain           # new h_{k} slot
-            offset[d:2 * d] = h_off
-            for j in range(2, q):                # shift older history
-                step[j * d:(j + 1) * d, (j - 1) * d:j * d] = eye
+            offset[d:2 * d] = c_h @ h_off
         mean = step @ mean + offset
         cov = step @ cov @ step.T
         if tables.noise is not None:
-            n = dense(tables.noise, k)
+            n = block(tables.noise[k])
             cov[:d, :d] += n @ n.T
     cov_u = cov[:d, :d]
     return mean[:d], 0.5 * (cov_u + cov_u.T)

@@ -18,6 +18,7 @@ import abc
 from functools import cached_property
 
 import numpy as np
+from numpy.polynomial.legendre import legval
 
 from ._checks import as_times, times_in_range
 from .bases import IdentityBasis
@@ -283,15 +284,15 @@ class _FactorByRotation:
 
     For ``k = 2`` the skew generators :math:`\Omega_t` commute, so :math:`O_t = L_t^{-1}R_t` is the
     rotation by :math:`\theta_t = \int_{t_0}^t \Omega_{21}(\tau)\,d\tau` (``O_{t_0} = I`` since
-    :math:`R_{t_0} = L_{t_0}`). The angle is integrated by composite 20-node Gauss–Legendre on
-    geometric panels (ratio 1.05) from :math:`t_0` (or 1e-12 when :math:`t_0 = 0`) and, between
-    panel edges, by one more 20-node rule; :math:`L_t` is the Cholesky factor of the exact
+    :math:`R_{t_0} = L_{t_0}`). The rate is expanded in a degree-19 Legendre series on each of the
+    geometric panels (ratio 1.05) from :math:`t_0` (or 1e-12 when :math:`t_0 = 0`), by Gauss
+    projection, and the angle is the series' exact antiderivative; :math:`L_t` is the Cholesky factor of the exact
     :math:`\Sigma_t`. So ``R R^T = Sigma`` holds to rounding and ``R`` is as accurate as the quadrature
     (~1e-15), unlike a tolerance-limited ODE solve of ``R`` itself.
     """
 
     def __init__(self, diffusion: LinearDiffusion, ratio: float = 1.05, n_nodes: int = 20):
-        from numpy.polynomial.legendre import leggauss
+        from numpy.polynomial.legendre import leggauss, legint, legvander
 
         self.diffusion = diffusion
         lo, hi = diffusion.time_range
@@ -303,27 +304,27 @@ class _FactorByRotation:
         if self.t0 < start:
             edges = np.concatenate([[self.t0], edges])
         self.edges = edges
-        self._x, self._w = leggauss(n_nodes)
-        panel = self._integrate(edges[:-1], edges[1:])
+        x, w = leggauss(n_nodes)
+        half = 0.5 * np.diff(edges)
+        nodes = 0.5 * (edges[:-1] + edges[1:])[:, None] + half[:, None] * x
+        vals = _cholesky_rotation_rate(diffusion, nodes)[..., 1, 0]  # (P, n, M)
+        # Legendre coefficients of omega on each panel (Gauss projection), then the antiderivative
+        # from the panel's left edge: theta(t) = theta(edge_j) + half_j * int_{-1}^{x} omega.
+        basis = legvander(x, n_nodes - 1)  # (n, n): P_k(x_i)
+        coef = np.einsum("i,ik,pim->kpm", w, basis, vals) * ((2 * np.arange(n_nodes) + 1) / 2)[:, None, None]
+        self._antiderivative = legint(coef, lbnd=-1)  # (n + 1, P, M)
+        panel = half[:, None] * legval(1.0, self._antiderivative)
         self.theta_edges = np.concatenate([np.zeros((1, panel.shape[1])), np.cumsum(panel, axis=0)])  # (P + 1, M)
-
-    def _omega(self, t: np.ndarray) -> np.ndarray:
-        return _cholesky_rotation_rate(self.diffusion, t)[..., 1, 0]
-
-    def _integrate(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        half = 0.5 * (b - a)
-        nodes = 0.5 * (a + b)[:, None] + half[:, None] * self._x
-        vals = self._omega(nodes)  # (n, nodes, M)
-        return np.einsum("nq,q,nqm->nm", half[:, None] * np.ones_like(nodes), self._w, vals)
+        self._half = half
 
     def angle(self, t: np.ndarray) -> np.ndarray:
         """Rotation angle :math:`\theta_t` per mode, shape ``t.shape + (M,)``."""
         flat = np.ravel(t)
-        if flat.size == 0:
-            return np.zeros(np.shape(t) + (self.theta_edges.shape[1],))
         j = np.clip(np.searchsorted(self.edges, flat, side="right") - 1, 0, len(self.edges) - 2)
-        theta = self.theta_edges[j] + self._integrate(self.edges[j], flat)
-        return theta.reshape(np.shape(t) + (-1,))
+        x = (flat - self.edges[j]) / self._half[j] - 1.0
+        inner = legval(x[:, None], self._antiderivative[:, j, :], tensor=False)
+        theta = self.theta_edges[j] + self._half[j][:, None] * inner
+        return theta.reshape(np.shape(t) + (self.theta_edges.shape[1],))
 
     def __call__(self, t: np.ndarray) -> np.ndarray:
         flat = np.ravel(t)

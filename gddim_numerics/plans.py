@@ -11,6 +11,10 @@ with the closed form :math:`C = R_{t_{k+1}} - \Psi(t_{k+1}, t_k)R_{t_k}` when ``
 ``form="data"`` extrapolates the data prediction instead (:mod:`gddim_numerics.data_form`,
 MATH.md §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (MATH.md §3.9);
 ``corrector=True`` adds the evaluation-free PEC corrector (:mod:`gddim_numerics.corrector`).
+Every deterministic plan records ``tables.info["dirac_gain"]``, the largest growth of a state
+perturbation through its recursion on Dirac data (:func:`~gddim_numerics.corrector.perturbation_gain`;
+data form: O(1-10); ε form with high order and a log-type variable, or with the corrector, on CLD/BDM:
+up to 1e13), and warns above :data:`GAIN_WARNING`.
 
 Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
 
@@ -30,11 +34,11 @@ import warnings
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from .corrector import corrector_fields, corrector_orders, perturbation_gain
+from .data_form import data_kernel, data_state, data_weight_sum
 from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
 from .outputs import FACTORS, check_output_type, factor, to_data, to_noise
-from .corrector import corrector_orders, fold_corrector, perturbation_gain
-from .data_form import data_kernel, data_state, data_weight_sum
 from .quadrature import exponential_weights
 from .tables import StepTables, concatenate
 
@@ -205,24 +209,25 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
     orders = step_orders(len(s), order, lower_order_final)
     state = step_state(diffusion, s, t, form)
     hist = multistep_weights(diffusion, ts, orders, form, factor_name, phi, 0, n_nodes, max_ratio)
+    # rounding amplification of the recursion on Dirac data (h = eps_K: dh/du = K^{-1}; h = D: 0)
+    jac = (batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else np.zeros_like(state))
+    extra = {}
     if corrector:
         if len(s) < 2:
             raise ValueError("corrector=True needs at least 2 steps (nfe >= 2): the last step is never corrected")
         counts = corrector_orders(orders)
         corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio)
-        hist, orders = fold_corrector(state, hist, orders, corr, counts)
+        hist, orders, extra = corrector_fields(state, hist, orders, corr, counts, jac if form == "eps" else None)
     if form == "eps":
         a, b = to_noise(diffusion, s, output, factor_name)
     else:
         a, b = to_data(diffusion, s, output)
     c, d = to_data(diffusion, s, output)
     tables = StepTables(ts=ts, state=state, history=hist, orders=orders,
-                        input_state=a, input_output=b, data_state=c, data_output=d,
+                        input_state=a, input_output=b, data_state=c, data_output=d, **extra,
                         info=dict(method="gddim", order=order, factor=factor_name, output=output, form=form,
                                   corrector=bool(corrector),
                                   variable=variable if isinstance(variable, str) else "custom"))
-    # rounding amplification of the recursion on Dirac data (h = eps_K: dh/du = K^{-1}; h = D: 0)
-    jac = (batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else np.zeros_like(state))
     gain = perturbation_gain(tables, jac)
     tables.info["dirac_gain"] = gain
     if gain > GAIN_WARNING:

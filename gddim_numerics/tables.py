@@ -9,6 +9,17 @@ Step ``k`` goes from ``ts[k]`` to ``ts[k+1]``, evaluates the network once at ``(
 
 with per-mode ``(M, k, k)`` blocks (``a_k = 0`` and ``b_k = I`` when omitted, ``N_k = 0`` for
 deterministic samplers). The predicted data is :math:`\hat u_0 = c_k u_k + d_k y_k`.
+
+Optional correction (the evaluation-free PEC corrector, :mod:`gddim_numerics.corrector`): a step
+``k`` with ``p_k = correction_orders[k] > 0`` first corrects the state it was evaluated at,
+
+.. math::
+    \delta_k = \sum_{i<p_k} \Gamma_{ki} h_{k-i},\qquad u_k \leftarrow u_k + \delta_k,\qquad
+    h_k \leftarrow h_k + \rho_k \delta_k ,
+
+and then steps from the corrected state as above (``Γ``: ``correction``; ``ρ``: ``reanchor``, zero
+when omitted). The history entries ``h_{k-i}``, ``i >= 1``, are the stored (re-anchored) ones, and
+the evaluation made at the uncorrected state is kept: the sampler still evaluates once per step.
 """
 
 from __future__ import annotations
@@ -16,6 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+_TABLES = ("state", "history", "noise", "input_state", "input_output", "data_state", "data_output", "correction",
+           "reanchor")
 
 
 def _frozen(a):
@@ -46,6 +61,14 @@ class StepTables:
         ``a_k`` (None: zero) and ``b_k`` (None: identity).
     data_state, data_output : (N, M, k, k) arrays
         ``c_k`` (None: zero) and ``d_k`` of the predicted data.
+    correction : (N, p, M, k, k) array or None
+        ``Γ_ki``, the weights of the correction ``δ_k`` on ``h_{k-i}`` (newest first).
+    correction_orders : (N,) int array or None
+        Number ``p_k <= min(p, k + 1)`` of history entries ``δ_k`` uses (0: step ``k`` corrects
+        nothing). Required with ``correction``.
+    reanchor : (N, M, k, k) array or None
+        ``ρ_k``, the sensitivity of the history quantity to the state used to move ``h_k`` to the
+        corrected state (None: zero; needs ``correction``).
     """
 
     ts: np.ndarray
@@ -57,10 +80,13 @@ class StepTables:
     input_output: np.ndarray | None = None
     data_state: np.ndarray | None = None
     data_output: np.ndarray | None = None
+    correction: np.ndarray | None = None
+    correction_orders: np.ndarray | None = None
+    reanchor: np.ndarray | None = None
     info: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
-        for name in ("ts", "state", "history", "noise", "input_state", "input_output", "data_state", "data_output"):
+        for name in ("ts",) + _TABLES:
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         orders = np.array(self.orders, dtype=int)
         orders.setflags(write=False)
@@ -70,7 +96,24 @@ class StepTables:
             raise ValueError("StepTables: state, history and orders need one entry per step")
         if np.any(orders < 1) or np.any(orders > self.history.shape[1]) or np.any(orders > np.arange(1, n + 1)):
             raise ValueError("StepTables: step k can use at most min(q, k + 1) history entries")
-        for name in ("state", "history", "noise", "input_state", "input_output", "data_state", "data_output"):
+        block = self.state.shape[1:]
+        if self.reanchor is not None and self.reanchor.shape != self.state.shape:
+            raise ValueError(f"StepTables.reanchor must have the shape {self.state.shape} of state; "
+                             f"got {self.reanchor.shape}")
+        if (self.correction is None) != (self.correction_orders is None):
+            raise ValueError("StepTables: correction and correction_orders go together")
+        if self.reanchor is not None and self.correction is None:
+            raise ValueError("StepTables: reanchor needs correction (it moves h_k by reanchor @ delta_k)")
+        if self.correction is not None:
+            counts = np.array(self.correction_orders, dtype=int)
+            counts.setflags(write=False)
+            object.__setattr__(self, "correction_orders", counts)
+            if self.correction.shape[0] != n or self.correction.shape[2:] != block or counts.shape != (n,):
+                raise ValueError(f"StepTables.correction must have shape (N, p) + {block} and correction_orders "
+                                 f"shape (N,) with N = {n}; got {self.correction.shape} and {counts.shape}")
+            if np.any(counts < 0) or np.any(counts > self.correction.shape[1]) or np.any(counts > np.arange(1, n + 1)):
+                raise ValueError("StepTables: the correction of step k can use at most min(p, k + 1) history entries")
+        for name in _TABLES[1:]:
             arr = getattr(self, name)
             if arr is not None and not np.all(np.isfinite(arr)):
                 raise ValueError(f"StepTables.{name} has non-finite entries")
@@ -86,19 +129,35 @@ class StepTables:
         return self.history.shape[1]
 
     @property
+    def memory(self) -> int:
+        """Number of history entries a step may need: ``max(q, p)`` (``p``: widest correction)."""
+        if self.correction is None:
+            return self.max_order
+        return max(self.max_order, int(self.correction_orders.max(initial=0)))
+
+    @property
+    def corrects(self) -> bool:
+        """Whether any step corrects its state (``correction_orders > 0`` somewhere)."""
+        return self.correction is not None and bool(np.any(self.correction_orders > 0))
+
+    @property
     def stochastic(self) -> bool:
         """Whether any step draws noise."""
         return self.noise is not None
 
 
 def concatenate(first: StepTables, last: StepTables) -> StepTables:
-    """Join two table sets whose grids meet (``first.ts[-1] == last.ts[0]``); histories are padded."""
+    """Join two table sets whose grids meet (``first.ts[-1] == last.ts[0]``); histories are padded.
+
+    History indices run on across the join (step ``k`` of ``last`` is step ``first.n_steps + k``);
+    a side without corrections gets zero correction rows.
+    """
     if first.ts[-1] != last.ts[0]:
         raise ValueError("grids do not meet")
     q = max(first.max_order, last.max_order)
 
-    def pad_hist(h):
-        out = np.zeros((h.shape[0], q) + h.shape[2:])
+    def pad(h, width):
+        out = np.zeros((h.shape[0], width) + h.shape[2:])
         out[:, : h.shape[1]] = h
         return out
 
@@ -111,15 +170,81 @@ def concatenate(first: StepTables, last: StepTables) -> StepTables:
 
     zeros = lambda t: np.zeros_like(t.state)  # noqa: E731
     eye = lambda t: np.broadcast_to(np.eye(t.state.shape[-1]), t.state.shape)  # noqa: E731
+    correction = counts = None
+    if first.correction is not None or last.correction is not None:
+        p = max(t.correction.shape[1] for t in (first, last) if t.correction is not None)
+        correction = np.concatenate([pad(t.correction, p) if t.correction is not None
+                                     else np.zeros((t.n_steps, p) + t.state.shape[1:]) for t in (first, last)])
+        counts = np.concatenate([t.correction_orders if t.correction is not None
+                                 else np.zeros(t.n_steps, dtype=int) for t in (first, last)])
     return StepTables(
         ts=np.concatenate([first.ts, last.ts[1:]]),
         state=np.concatenate([first.state, last.state]),
-        history=np.concatenate([pad_hist(first.history), pad_hist(last.history)]),
+        history=np.concatenate([pad(first.history, q), pad(last.history, q)]),
         orders=np.concatenate([first.orders, last.orders]),
         noise=join(first.noise, last.noise, zeros),
         input_state=join(first.input_state, last.input_state, zeros),
         input_output=join(first.input_output, last.input_output, eye),
         data_state=join(first.data_state, last.data_state, zeros),
         data_output=join(first.data_output, last.data_output, eye),
+        correction=correction,
+        correction_orders=counts,
+        reanchor=join(first.reanchor, last.reanchor, zeros),
         info={**first.info, **last.info},
     )
+
+
+def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
+    r"""Step ``k`` as a linear map on the stacked vector :math:`[u_k; h_{k-1}; \dots; h_{k-width+1}]`.
+
+    With the newest history value :math:`h_k = G u_k + o` (``h_gain`` = ``G``), step ``k`` (its
+    correction, if any, then the update; noise aside) maps the stack to
+    :math:`[u_{k+1}; h_k; \dots; h_{k-width+2}]` = ``S @ stack + (c_u; c_h; 0) @ o``.
+
+    Parameters
+    ----------
+    width : int
+        Stack length, at least :attr:`StepTables.memory`.
+    h_gain : array
+        ``G`` in the coordinates ``block`` gives.
+    block : callable, optional
+        ``block(table_entry) -> matrix``: a ``(M, k, k)`` table entry in the caller's coordinates
+        (default: the per-mode blocks themselves; e.g. a dense ``(D, D)`` operator).
+
+    Returns
+    -------
+    S, (c_u, c_h)
+        ``S`` of shape ``(..., width n, width n)`` (``n`` the size of one slot) and the coefficients
+        of the offset ``o`` in :math:`u_{k+1}` and in the stored :math:`h_k`.
+    """
+    block = (lambda a: a) if block is None else block
+    probe = block(tables.state[k])
+    n = probe.shape[-1]
+    eye = np.broadcast_to(np.eye(n), probe.shape)
+
+    def sel(i):
+        out = np.zeros(probe.shape[:-1] + (width * n,))
+        out[..., i * n:(i + 1) * n] = eye
+        return out
+
+    u = sel(0)
+    h = h_gain @ u
+    c_h = eye
+    u_c, c_uc = u, np.zeros(probe.shape)
+    count = 0 if tables.correction is None else int(tables.correction_orders[k])
+    if count:
+        gam0 = block(tables.correction[k, 0])
+        delta = gam0 @ h
+        for i in range(1, count):
+            delta = delta + block(tables.correction[k, i]) @ sel(i)
+        u_c, c_uc = u + delta, gam0
+        if tables.reanchor is not None:
+            rho = block(tables.reanchor[k])
+            h = h + rho @ delta
+            c_h = c_h + rho @ gam0
+    a, b0 = probe, block(tables.history[k, 0])
+    u_next = a @ u_c + b0 @ h
+    for j in range(1, int(tables.orders[k])):
+        u_next = u_next + block(tables.history[k, j]) @ sel(j)
+    rows = [u_next] + ([h] + [sel(i) for i in range(1, width - 1)] if width > 1 else [])
+    return np.concatenate(rows, axis=-2), (a @ c_uc + b0 @ c_h, c_h)

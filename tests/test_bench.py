@@ -66,6 +66,8 @@ def test_quick_bench_peer_section(quick_bench):
     assert {r["sampler"] for r in section["peers"]} == set(peers.PEER_NAMES)
     assert all(r["error"] is not None and math.isfinite(r["error"]) and r["description"] for r in section["peers"])
     assert all(r["error"] is not None and r["error"] < 1 for r in section["gddim"])
+    assert all(isinstance(r["mode_switches"], int) for r in section["peers"] + section["gddim"])
+    assert all(len(r["plan"]["ts"]) == r["nfe"] + 1 and "order" in r["plan"] for r in section["gddim"])
     assert section["mapping"]["ddim_vs_gddim_q1"] <= 1e-10
     best = section["best_peer"][str(peers.QUICK_NFE[0])]
     assert best["error"] == min(r["error"] for r in section["peers"])

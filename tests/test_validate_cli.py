@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
+from gddim_numerics import defaults
 from gddim_numerics.affine_law import output_law
 from gddim_numerics.layout import dense_operator
 from gddim_numerics.validation import study
@@ -39,6 +40,7 @@ def test_quick_run_writes_every_output(quick_run):
     assert all((out / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
     text = readme.read_text()
     assert "Dirac exactness" in text and "NFE to reach relative error" in text
+    assert "Mode switches vs NFE" in text and "Tuned defaults ÷ the paper's scheme" in text
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".gddim")]  # no staging folder left
 
 
@@ -59,12 +61,132 @@ def test_quick_run_dirac_exactness(quick_run):
     _, _, _, results = quick_run
     exact = results["dirac_exactness"]
     for diffusion in ("vp", "cld", "bdm"):
-        for name in ("gddim_q1", "gddim_q2", "gddim_q3", "gddim_lam0.5", "gddim_lam1"):
+        for name in ("gddim_q1", "gddim_q2", "gddim_q3", "gddim_tuned", "gddim_lam0.5", "gddim_lam1"):
             assert exact[diffusion][name] <= 1e-8, (diffusion, name)
     assert exact["cld"]["gddim_L"] > 1e-2
 
 
+def test_quick_run_has_gddim_tuned_everywhere(quick_run):
+    """gddim_tuned runs on every problem with finite pathwise errors, is in the speed-up columns and its settings
+    in the JSON are the defaults' own; its theoretical order is reported as 'varies'."""
+    _, out, _, results = quick_run
+    assert results["samplers"]["gddim_tuned"]["theoretical_order"] == "varies"
+    for diffusion, by_kind in results["results"].items():
+        for kind, block in by_kind.items():
+            s = block["samplers"]["gddim_tuned"]
+            assert s["metric"] == "pathwise" and s["nfe"] == list(study.QUICK_NFE)
+            assert all(math.isfinite(e) for e in s["error"]), (diffusion, kind)
+            assert "gddim_tuned" in block["speedup"]["ratios"] or block["speedup"]["gddim"] is None
+        sde = study.DIFFUSIONS[diffusion].make()
+        assert results["tuned_settings"][diffusion] == {str(n): defaults.tuned_options(sde, n) for n in study.QUICK_NFE}
+    tables = (out / "tables.md").read_text()
+    assert "| gddim_tuned  | gDDIM tuned defaults" in tables  # order table row, theory column
+    assert tables.count("| gddim_tuned ") >= 9 + 1 + 1 + 3 + 2  # 9 error tables, order, Dirac, 3 mode-switch, 2 target
+
+
+def test_quick_run_mode_switches(quick_run):
+    """Every pathwise series on the mixture (and only those) has a mode-switch fraction per run, in [0, 1] and a
+    multiple of 1/n_paths."""
+    _, _, _, results = quick_run
+    n_paths = results["meta"]["options"]["n_paths"]
+    for diffusion, kind, name, series in _all_series(results):
+        if kind == "mixture" and series["metric"] == "pathwise":
+            fractions = series["mode_switch"]
+            assert len(fractions) == len(series["error"]), (diffusion, name)
+            for f in fractions:
+                assert 0.0 <= f <= 1.0 and f * n_paths == pytest.approx(round(f * n_paths), abs=1e-9)
+        else:
+            assert "mode_switch" not in series, (diffusion, kind, name)
+
+
+def test_quick_run_tuned_vs_paper(quick_run):
+    """The tuned ÷ paper rows: NFE 10 and 20 per diffusion, ratios recomputed from the error series, targets."""
+    _, _, _, results = quick_run
+    block = results["tuned_vs_paper"]
+    assert block["paper"] == "gddim_q2" and block["targets"] == {"vp": 1 / 3, "cld": 1 / 5, "bdm": 1 / 2}
+    expected = [(d, n) for d in ("vp", "cld", "bdm") for n in (10, 20)]
+    assert [(r["diffusion"], r["nfe"]) for r in block["rows"]] == expected
+    for r in block["rows"]:
+        series = results["results"][r["diffusion"]]["mixture"]["samplers"]
+        i = series["gddim_q2"]["nfe"].index(r["nfe"])
+        tuned, q2, q3 = (series[n]["error"][i] for n in ("gddim_tuned", "gddim_q2", "gddim_q3"))
+        assert r["ratio_gddim_q2"] == pytest.approx(tuned / q2, rel=1e-12)
+        assert r["ratio_gddim_q3"] == pytest.approx(tuned / q3, rel=1e-12)
+        assert r["met"] == (tuned / q2 <= block["targets"][r["diffusion"]])
+        assert r["gddim_tuned_mode_switch"] == series["gddim_tuned"]["mode_switch"][i]
+
+
 # ------------------------------------------------------------------------------------ analysis helpers
+def test_assign_components_is_the_bayes_classifier():
+    """Known answers: nearest mean for equal isotropic components; the weight and the covariance move the boundary."""
+    means = np.array([[0.0, 0.0], [4.0, 0.0]])
+    eye = np.stack([np.eye(2), np.eye(2)])
+    x = np.array([[0.1, 3.0], [3.9, -2.0], [1.9, 0.0], [2.1, 0.0]])
+    assert study.assign_components(means, eye, np.array([0.5, 0.5]), x).tolist() == [0, 1, 0, 1]
+    # weight 0.9 on component 1 moves the boundary from 2 to 2 - log(9)/4 = 1.45
+    assert study.assign_components(means, eye, np.array([0.1, 0.9]), x).tolist() == [0, 1, 1, 1]
+    # a wide component 1 (variance 9) takes a point far off the axis, where the tight one's density is tiny;
+    # log-density difference at (0, 3): component 0: -4.5, component 1: -log 9 - (16 + 9)/18
+    wide = np.stack([np.eye(2), 9 * np.eye(2)])
+    points = np.array([[0.0, 3.0], [0.0, 1.0]])
+    assert study.assign_components(means, wide, np.array([0.5, 0.5]), points).tolist() == [1, 0]
+
+
+def test_mode_switch_fraction_known_answer():
+    """Component labels of end points vs the reference's: the fraction that differ; shapes must agree."""
+    assert study.mode_switch_fraction([0, 1, 2, 0], [0, 1, 1, 2]) == 0.5
+    assert study.mode_switch_fraction(np.zeros(8, int), np.zeros(8, int)) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        study.mode_switch_fraction([0, 1], [0, 1, 2])
+
+
+def test_final_components_on_a_mixture():
+    """On a CLD mixture (full state: positions and velocities) each component's marginal mean at t_end is assigned
+    to that component, so swapping end points gives a known mode-switch fraction."""
+    sde = gd.CLD()
+    problem = study.make_problems("cld", sde, ("mixture",), seed=0, data_std=0.2)["mixture"]
+    means, _ = problem.component_marginals(sde.t_end)
+    ev = problem.event_shape
+    x = means[[0, 1, 2, 0]].reshape((4,) + ev)
+    ref = means[[0, 1, 1, 2]].reshape((4,) + ev)
+    assert study.final_components(problem, x, sde.t_end).tolist() == [0, 1, 2, 0]
+    frac = study.mode_switch_fraction(study.final_components(problem, x, sde.t_end),
+                                      study.final_components(problem, ref, sde.t_end))
+    assert frac == 0.5
+
+
+def test_gddim_tuned_spec_builds_the_defaults_plan():
+    """The study's gddim_tuned sampler is defaults.tuned_plan on its own grid and costs exactly the NFE asked."""
+    spec = study.SAMPLERS["gddim_tuned"]
+    assert "gddim_tuned" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
+    for sde in (gd.VPSDE.linear(), gd.CLD(), gd.BDM((4, 4))):
+        for nfe in (5, 10, 20, 50):
+            plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the tuned grid is used
+            ref = defaults.tuned_plan(sde, nfe)
+            assert plan.nfe == nfe
+            np.testing.assert_array_equal(plan.ts, ref.ts)
+            assert (plan.order, plan.form, plan.variable, plan.corrector) == (ref.order, ref.form, ref.variable,
+                                                                                ref.corrector)
+
+
+def test_tuned_vs_paper_and_speedups_on_synthetic_series():
+    """Ratios, targets and verdicts from hand-made series; speed-ups relative to the paper's best and to tuned."""
+    def series(errors, reach):
+        return {"nfe": [10, 20], "error": errors, "mode_switch": [0.0, 0.0], "nfe_to_target": reach}
+
+    mix = {"gddim_q2": series([1e-2, 1e-3], {"nfe": 40.0, "bound": "="}),
+           "gddim_q3": series([5e-3, 4e-4], {"nfe": 20.0, "bound": "="}),
+           "gddim_tuned": series([1e-3, 5e-4], {"nfe": 10.0, "bound": "="})}
+    rows = study.tuned_vs_paper({"cld": {"mixture": {"samplers": mix}}, "vp": {"gaussian": {"samplers": mix}}})
+    assert [(r["nfe"], r["ratio_gddim_q2"], r["met"]) for r in rows] == [(10, pytest.approx(0.1), True),
+                                                                         (20, pytest.approx(0.5), False)]
+    assert rows[0]["ratio_gddim_q3"] == pytest.approx(0.2) and rows[0]["target"] == 1 / 5
+    speed = study._speedups(mix)
+    assert speed["gddim"] == "gddim_q3"
+    assert speed["ratios"]["gddim_tuned"] == {"low": 0.5, "high": 0.5, "extrapolated": None}
+    assert speed["tuned_ratios"]["gddim_q2"] == {"low": 4.0, "high": 4.0, "extrapolated": None}
+
+
 def test_fit_order_recovers_known_slope():
     """A power law error = C NFE^-p is fitted exactly over its asymptotic range; round-off and noise are skipped."""
     nfe = np.array([5, 10, 20, 50, 100, 200])

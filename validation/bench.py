@@ -458,13 +458,19 @@ def _columns(section: dict) -> list[str]:
     return names + list(dict.fromkeys(r["sampler"] for r in section["peers"]))
 
 
+def _error_cell(row: dict) -> str:
+    """``1.2e-03``, with ``(m)`` when ``m`` trajectories switched mixture component."""
+    switches = row.get("mode_switches")
+    return _fmt(row["error"]) + (f" ({switches})" if switches else "")
+
+
 def peer_error_table(section: dict) -> report.Table:
     """Relative error per NFE of every gDDIM entry and every diffusers sampler (best options)."""
-    errors = {(r["sampler"], r["nfe"]): r["error"] for r in section["gddim"] + section["peers"]}
+    errors = {(r["sampler"], r["nfe"]): _error_cell(r) for r in section["gddim"] + section["peers"]}
     columns = _columns(section)
     nfes = sorted({nfe for _, nfe in errors})
     best = {int(k): v for k, v in section["best_peer"].items()}
-    rows = tuple((str(n), *(_fmt(errors.get((c, n))) for c in columns),
+    rows = tuple((str(n), *(errors.get((c, n), "n/a") for c in columns),
                   f"{best[n]['sampler']} {_fmt(best[n]['error'])}" if n in best else "n/a") for n in nfes)
     problem = section["problem"]
     return report.Table(
@@ -472,7 +478,8 @@ def peer_error_table(section: dict) -> report.Table:
         (f"{problem['data']}; {problem['n_states']} trajectories from t = {problem['t_start']:g} to "
          f"t = {problem['t_end']:g}; error = {problem['error']}; reference accuracy "
          f"{_fmt(problem['reference_rel_accuracy'])}.",
-         "diffusers samplers: best options per NFE (next table); '@int': gDDIM grid rounded to discrete timesteps.",
+         "diffusers samplers: best options per NFE (next table); '@int': gDDIM grid rounded to discrete timesteps; "
+         "(m): m trajectories end nearest another mixture component than the reference's.",
          "mapping check: DDIM (eta 0) vs gDDIM q = 1 on the same timesteps "
          f"{_fmt(section['mapping']['ddim_vs_gddim_q1'])}"
          f" (float32 tables as shipped: {_fmt(section['mapping']['ddim_float32_vs_gddim_q1'])})."),
@@ -498,9 +505,19 @@ def ratio_table(section: dict) -> report.Table:
                         ("NFE", *columns), rows)
 
 
+def scheme_table(section: dict) -> report.Table:
+    """The scheme each gDDIM entry ran per NFE (form, order, corrector, variable, grid end points)."""
+    rows = tuple((r["sampler"], str(r["nfe"]), str(r["plan"].get("form")), str(r["plan"].get("order")),
+                  str(r["plan"].get("corrector")), str(r["plan"].get("variable")),
+                  f"{r['plan']['ts'][1]:.4g} … {r['plan']['ts'][-2]:.3g}")
+                 for r in section["gddim"] if "plan" in r and len(r["plan"]["ts"]) > 2)
+    return report.Table("gDDIM schemes run", ("grid: second and second-to-last time (first is t_start, last t_end).",),
+                        ("sampler", "NFE", "form", "q", "corrector", "variable", "grid"), rows)
+
+
 def options_table(section: dict) -> report.Table:
     """The best options found per diffusers sampler and NFE."""
-    rows = tuple((r["sampler"], str(r["nfe"]), _fmt(r["error"]), r["description"] or "none valid",
+    rows = tuple((r["sampler"], str(r["nfe"]), _error_cell(r), r["description"] or "none valid",
                   f"{r['tried']} ({r['diverged']} diverged)") for r in section["peers"])
     return report.Table("Best diffusers options per NFE",
                         tuple(section["mapping"]["notes"]),
@@ -511,7 +528,7 @@ def render_tables(results: dict) -> str:
     """The bench as Markdown: machine, then each section's tables (or why it was skipped)."""
     lines = ["## gddim-numerics bench", "", *(f"- {k}: {v}" for k, v in results["machine"].items()), ""]
     renderers = {"plan": (plan_table,), "overhead": (overhead_table,),
-                 "peers": (peer_error_table, ratio_table, options_table)}
+                 "peers": (peer_error_table, ratio_table, scheme_table, options_table)}
     for name, section in results["sections"].items():
         if section["status"] != "ok":
             lines += [f"### {name}: {section['status']}", "", section["reason"], ""]

@@ -21,6 +21,20 @@ Error measures (all relative, dimensionless, at the grid's end ``t_end``)
     ``moments``   stochastic samplers on the mixture: :func:`gaussian_distance` between the sample
                   mean/covariance of ``n_mc`` samples and the exact mixture mean/covariance, with its
                   Monte Carlo standard error (:meth:`Bench.measure`).
+
+Mode switches (mixture, deterministic samplers)
+    The fraction of start points whose end point is assigned to another mixture component than
+    the reference end point from the same start point (:func:`mode_switch_fraction`). A point is
+    assigned to the component of largest posterior responsibility under the exact final marginal
+    :math:`p_{t_\mathrm{end}} = \sum_k \pi_k N(m^k, C^k)` (:func:`assign_components`; the Bayes
+    classifier of the full state, CLD: positions and velocities).
+
+Samplers
+    The paper's gDDIM (``gddim_q1..3``: ε form, extrapolation in t, grid uniform in √t) and the tuned
+    defaults ``gddim_tuned`` (:func:`gddim_numerics.defaults.tuned_plan`: form, variable, order,
+    corrector and grid per diffusion and NFE bracket; it builds its own grid, ``grid_power`` does not
+    apply) next to the baselines. :func:`tuned_vs_paper` compares the two on the mixture problems
+    against the issue-7 targets (:data:`TUNED_TARGETS`).
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import numpy as np
 
 import gddim_numerics as gd
 from gddim_numerics import baselines  # noqa: F401  (importing registers the baseline methods)
+from gddim_numerics import defaults
 from gddim_numerics.layout import dense_operator
 
 DATA_KINDS = ("gaussian", "mixture", "dirac")
@@ -63,6 +78,16 @@ METRICS = {
                "bootstrap-resampled moments from the sample moments; by the triangle inequality the noise-free "
                "error lies within about 2 s of the value)",
 }
+
+MODE_SWITCH = ("fraction of the start points whose end point is assigned to another mixture component than the "
+               "reference end point from the same start point; a point is assigned to the component of largest "
+               "posterior responsibility pi_k N(x; m_k, C_k) / p(x) under the exact marginal p_t_end (the Bayes "
+               "classifier of the full state; CLD: positions and velocities)")
+
+#: Issue-7 targets: gddim_tuned error / paper-scheme (gddim_q2) error on the mixture problems at NFE 10 and 20.
+TUNED_TARGETS = {"vp": 1 / 3, "cld": 1 / 5, "bdm": 1 / 2}
+TUNED_TARGET_NFE = (10, 20)
+PAPER_SAMPLER, TUNED_SAMPLER = "gddim_q2", "gddim_tuned"
 
 DATA_TITLES = {
     "gaussian": "Gaussian data N(mu, S), anisotropic S",
@@ -111,17 +136,20 @@ def _heun_options(nfe: int) -> dict:
 class SamplerSpec:
     """A sampler of the study: a registered method with fixed options and its theoretical order.
 
-    ``order`` is the global order in the step size (weak order, in law, for stochastic samplers);
-    ``diffusions`` restricts the sampler to some diffusions (``None``: all).
+    ``order`` is the global order in the step size (weak order, in law, for stochastic samplers),
+    or ``"varies"`` for a sampler whose scheme changes with the NFE; ``diffusions`` restricts the
+    sampler to some diffusions (``None``: all); ``builder(diffusion, nfe)``, if given, builds the plan
+    itself (a sampler with its own grid).
     """
 
     method: str
     label: str
-    order: float
+    order: float | str
     options: Callable[[int], dict] = _no_options
     stochastic: bool = False
     adaptive: bool = False
     diffusions: tuple[str, ...] | None = None
+    builder: Callable[[gd.LinearDiffusion, int], object] | None = None
 
     def applies_to(self, diffusion: str) -> bool:
         """Whether the sampler is defined for the named diffusion."""
@@ -133,7 +161,10 @@ class SamplerSpec:
         return gd.METHODS[self.method].min_nfe
 
     def build(self, diffusion: gd.LinearDiffusion, nfe: int, grid_power: float = DEFAULT_GRID_POWER):
-        """The plan costing exactly ``nfe`` evaluations on a grid uniform in ``t**(1/grid_power)``."""
+        """The plan costing exactly ``nfe`` evaluations on a grid uniform in ``t**(1/grid_power)``
+        (a sampler with a ``builder`` uses its own grid)."""
+        if self.builder is not None:
+            return self.builder(diffusion, nfe)
         options = self.options(nfe)
         method = gd.METHODS[self.method]
         ts = gd.time_grid(diffusion, method.steps_for_nfe(nfe, **options), "power", power=grid_power)
@@ -144,6 +175,8 @@ SAMPLERS = {
     "gddim_q1": SamplerSpec("gddim", "gDDIM q=1 (K=R, deterministic)", 1, _fixed(order=1)),
     "gddim_q2": SamplerSpec("gddim", "gDDIM q=2 (multistep)", 2, _fixed(order=2)),
     "gddim_q3": SamplerSpec("gddim", "gDDIM q=3 (multistep)", 3, _fixed(order=3)),
+    "gddim_tuned": SamplerSpec("gddim_tuned", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
+                               "varies", builder=lambda diffusion, nfe: defaults.tuned_plan(diffusion, nfe)),
     "gddim_L": SamplerSpec("gddim_L", "K=L ablation of gDDIM, q=1", 1, _fixed(order=1)),
     "gddim_lam0.5": SamplerSpec("gddim", "stochastic gDDIM, lambda=0.5", 1, _fixed(order=1, lam=0.5),
                                 stochastic=True),
@@ -157,7 +190,9 @@ SAMPLERS = {
                              diffusions=("vp", "bdm")),
 }
 
-GDDIM_DETERMINISTIC = ("gddim_q1", "gddim_q2", "gddim_q3")
+#: The paper's deterministic gDDIM; the best of them is the reference of the speed-up table.
+GDDIM_PAPER = ("gddim_q1", "gddim_q2", "gddim_q3")
+GDDIM_DETERMINISTIC = GDDIM_PAPER + (TUNED_SAMPLER,)
 
 
 @dataclass(frozen=True)
@@ -405,15 +440,60 @@ def _count_draws(plan, eps_fn, x: np.ndarray) -> int:
     return seen[0] + 1
 
 
+# ------------------------------------------------------------------------------------ mode switches
+def assign_components(means: np.ndarray, covs: np.ndarray, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    r"""Index of the component of largest posterior responsibility for each row of ``x``.
+
+    :math:`\arg\max_k\ \log\pi_k - \tfrac12\log\det C_k - \tfrac12(x - m_k)^\top C_k^{-1}(x - m_k)`:
+    the Bayes classifier of the mixture :math:`\sum_k\pi_kN(m_k, C_k)`.
+
+    Parameters
+    ----------
+    means : (K, D) ndarray
+    covs : (K, D, D) ndarray
+        Symmetric positive definite.
+    weights : (K,) ndarray
+    x : (B, D) ndarray
+
+    Returns
+    -------
+    (B,) ndarray of int
+    """
+    x = np.asarray(x, dtype=np.float64)
+    logits = np.empty((len(weights), len(x)))
+    for k, (m, c, w) in enumerate(zip(means, covs, weights)):
+        chol = np.linalg.cholesky(c)
+        z = np.linalg.solve(chol, (x - m).T)
+        logits[k] = math.log(w) - np.sum(np.log(np.diag(chol))) - 0.5 * np.sum(z * z, axis=0)
+    return np.argmax(logits, axis=0)
+
+
+def final_components(problem: gd.GaussianMixture, x: np.ndarray, t: float) -> np.ndarray:
+    """:func:`assign_components` of the states ``x`` ``(B, *event_shape)`` under the exact marginal ``p_t``."""
+    means, covs = problem.component_marginals(t)
+    return assign_components(means, covs, problem.weights, np.asarray(x).reshape(len(x), -1))
+
+
+def mode_switch_fraction(components: np.ndarray, reference_components: np.ndarray) -> float:
+    """Fraction of rows whose component differs from the reference's (0 = no trajectory switched mode)."""
+    components, reference_components = np.asarray(components), np.asarray(reference_components)
+    if components.shape != reference_components.shape or components.size == 0:
+        raise ValueError(f"components {components.shape} and reference_components {reference_components.shape} "
+                         "must be non-empty and of the same shape")
+    return float(np.mean(components != reference_components))
+
+
 # ------------------------------------------------------------------------------------ measurements
 @dataclass
 class Measurement:
-    """One run of one sampler: measured NFE, error, standard error (``None`` if exact) and status."""
+    """One run of one sampler: measured NFE, error, standard error (``None`` if exact) and status;
+    ``mode_switch``: :func:`mode_switch_fraction` (pathwise errors on the mixture only)."""
 
     nfe: int
     error: float
     stderr: float | None = None
     status: str = "ok"
+    mode_switch: float | None = None
 
 
 class Bench:
@@ -431,8 +511,10 @@ class Bench:
         self.paths = self.problem.sample_prior(config.n_paths, _rng(config.seed, "paths", *self.seed_keys))
         if kind == "mixture":
             self.reference = self.problem.reference_flow(self.paths, t0, t1, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
+            self.reference_components = final_components(self.problem, self.reference, t1)
         else:
             self.reference = self.problem.exact_flow(self.paths, t0, t1)
+            self.reference_components = None
 
     def metric(self, spec: SamplerSpec) -> str:
         """Which error measure ``spec`` gets on this problem."""
@@ -456,7 +538,11 @@ class Bench:
         res = plan.sample(self.problem.eps_R, self.paths)
         status = "ok" if res.success else "stopped: " + res.message
         err = np.linalg.norm(res.x - self.reference) / np.linalg.norm(self.reference)
-        return Measurement(res.nfe, float(err), status=status)
+        switch = None
+        if self.reference_components is not None and np.all(np.isfinite(res.x)):
+            switch = mode_switch_fraction(final_components(self.problem, res.x, self.t_end),
+                                          self.reference_components)
+        return Measurement(res.nfe, float(err), status=status, mode_switch=switch)
 
     def _law(self, plan) -> Measurement:
         mean_start, cov_start = self.problem.marginal(self.t_start)
@@ -602,22 +688,70 @@ def _series_dict(metric: str, runs: list[Measurement], target: float, tolerances
     }
     if tolerances is not None:
         out["rtol"] = list(tolerances)
+    if metric == "pathwise" and any(r.mode_switch is not None for r in runs):
+        out["mode_switch"] = [r.mode_switch for r in runs]
     return out
 
 
 def _best_gddim(series: dict) -> str | None:
-    """The deterministic gDDIM variant that reaches the target with the fewest NFE (resolved ones first)."""
-    candidates = [s for s in GDDIM_DETERMINISTIC if s in series and series[s]["nfe_to_target"]["bound"] in ("=", "<=")]
+    """The paper's deterministic gDDIM variant that reaches the target with the fewest NFE."""
+    candidates = [s for s in GDDIM_PAPER if s in series and series[s]["nfe_to_target"]["bound"] in ("=", "<=")]
     return min(candidates, key=lambda s: series[s]["nfe_to_target"]["nfe"], default=None)
 
 
+def _ratios(series: dict, reference: str | None) -> dict:
+    if reference is None or reference not in series:
+        return {}
+    ref = series[reference]["nfe_to_target"]
+    return {s: speedup(v["nfe_to_target"], ref) for s, v in series.items() if s != reference}
+
+
 def _speedups(series: dict) -> dict:
+    """NFE ratios of every sampler to the best paper gDDIM (``gddim``, ``ratios``) and to ``gddim_tuned``
+    (``tuned_ratios``; empty when it did not run or does not reach the target)."""
     best = _best_gddim(series)
-    if best is None:
-        return {"gddim": None, "ratios": {}}
-    ref = series[best]["nfe_to_target"]
-    return {"gddim": best,
-            "ratios": {s: speedup(v["nfe_to_target"], ref) for s, v in series.items() if s not in GDDIM_DETERMINISTIC}}
+    tuned_reaches = TUNED_SAMPLER in series and series[TUNED_SAMPLER]["nfe_to_target"]["bound"] in ("=", "<=")
+    return {"gddim": best, "ratios": _ratios(series, best),
+            "tuned_ratios": _ratios(series, TUNED_SAMPLER) if tuned_reaches else {}}
+
+
+def tuned_vs_paper(results: dict, nfes: Sequence[int] = TUNED_TARGET_NFE) -> list[dict]:
+    """``gddim_tuned`` error ÷ the paper's scheme's error on the mixture problems, against :data:`TUNED_TARGETS`.
+
+    The paper's scheme is ``gddim_q2`` (ε form, extrapolation in t, order 2, grid uniform in √t);
+    ``gddim_q3`` is shown as well. One row per diffusion and NFE of ``nfes`` that the study ran with
+    both samplers; ``met`` is ``ratio_q2 <= target`` (``None`` without a target or a ratio).
+    """
+    rows = []
+    for diffusion, by_kind in results.items():
+        series = by_kind.get("mixture", {}).get("samplers", {})
+        if TUNED_SAMPLER not in series or PAPER_SAMPLER not in series:
+            continue
+        for nfe in nfes:
+            if nfe not in series[TUNED_SAMPLER]["nfe"] or nfe not in series[PAPER_SAMPLER]["nfe"]:
+                continue
+            row = {"diffusion": diffusion, "nfe": nfe}
+            for name in (TUNED_SAMPLER, PAPER_SAMPLER, "gddim_q3"):
+                s = series.get(name)
+                i = None if s is None else s["nfe"].index(nfe)
+                row[name] = None if s is None else s["error"][i]
+                row[f"{name}_mode_switch"] = None if s is None else s.get("mode_switch", [None] * len(s["nfe"]))[i]
+            tuned = row[TUNED_SAMPLER]
+            for name in (PAPER_SAMPLER, "gddim_q3"):
+                ok = tuned is not None and row[name] not in (None, 0.0)
+                row[f"ratio_{name}"] = _json_float(tuned / row[name]) if ok else None
+            target = TUNED_TARGETS.get(diffusion)
+            row["target"] = target
+            ratio = row[f"ratio_{PAPER_SAMPLER}"]
+            row["met"] = None if target is None or ratio is None else bool(ratio <= target)
+            rows.append(row)
+    return rows
+
+
+def tuned_settings(config: StudyConfig, cases: Sequence[Case]) -> dict:
+    """The settings ``gddim_tuned`` runs, ``{diffusion: {nfe: options}}``
+    (:func:`gddim_numerics.defaults.tuned_options`)."""
+    return {c.name: {str(n): defaults.tuned_options(c.diffusion, n) for n in config.nfe} for c in cases}
 
 
 def dirac_exactness(results: dict) -> dict:
@@ -632,7 +766,7 @@ def dirac_exactness(results: dict) -> dict:
             continue
         series = by_kind["dirac"]["samplers"]
         out[diffusion] = {s: _json_float(max(math.inf if e is None else e for e in v["error"]))
-                          for s, v in series.items() if s.startswith("gddim")}
+                          for s, v in series.items() if s.startswith("gddim")}  # includes gddim_tuned
     return out
 
 
@@ -661,8 +795,10 @@ def run_study(config: StudyConfig, cases: list[Case] | None = None,
         ``meta`` (options, metrics, timing), ``problems`` (what was solved), ``samplers`` (labels and
         theoretical orders), ``results[diffusion][data]`` with ``samplers[name]`` (``metric``,
         ``nfe``, ``error``, ``stderr``, ``status``, ``fitted_order``, ``nfe_to_target``) and
-        ``speedup`` (the best deterministic gDDIM and its NFE ratios), and ``dirac_exactness``
-        (:func:`dirac_exactness`).
+        ``speedup`` (the best deterministic paper gDDIM and the NFE ratios to it, ``tuned_ratios``: to
+        ``gddim_tuned``); for pathwise series on the mixture also ``mode_switch`` (fractions, per
+        NFE); ``dirac_exactness`` (:func:`dirac_exactness`), ``tuned_vs_paper`` (:func:`tuned_vs_paper`,
+        with the ``targets``) and, when ``gddim_tuned`` runs, ``tuned_settings`` (:func:`tuned_settings`).
     """
     config.check()
     cases = prepare_cases(config) if cases is None else cases
@@ -684,7 +820,7 @@ def run_study(config: StudyConfig, cases: list[Case] | None = None,
                 tolerances = config.rk45_tolerances if spec.adaptive else None
                 series[name] = _series_dict(bench.metric(spec), runs, config.target, tolerances)
             results[case.name][kind] = {"samplers": series, "speedup": _speedups(series)}
-    return {
+    out = {
         "meta": _meta(config, time.perf_counter() - started),
         "problems": problems,
         "samplers": {s: {"label": SAMPLERS[s].label, "theoretical_order": SAMPLERS[s].order,
@@ -692,7 +828,12 @@ def run_study(config: StudyConfig, cases: list[Case] | None = None,
                      for s in config.samplers},
         "results": results,
         "dirac_exactness": dirac_exactness(results),
+        "tuned_vs_paper": {"targets": {d: TUNED_TARGETS[d] for d in config.diffusions if d in TUNED_TARGETS},
+                           "paper": PAPER_SAMPLER, "rows": tuned_vs_paper(results)},
     }
+    if TUNED_SAMPLER in config.samplers:
+        out["tuned_settings"] = tuned_settings(config, cases)
+    return out
 
 
 def _describe_case(case: Case, config: StudyConfig) -> dict:
@@ -700,7 +841,8 @@ def _describe_case(case: Case, config: StudyConfig) -> dict:
     return {"title": DIFFUSIONS[case.name].title, "diffusion": repr(d),
             "event_shape": list(DIFFUSIONS[case.name].event_shape(d)),
             "t_start": float(d.t_start), "t_end": float(d.t_end),
-            "grid": f"uniform in t^(1/{config.grid_power:g}) from t_start to t_end",
+            "grid": f"uniform in t^(1/{config.grid_power:g}) from t_start to t_end"
+                    + (f" ({TUNED_SAMPLER}: its own grid)" if TUNED_SAMPLER in config.samplers else ""),
             "data": {k: DATA_TITLES[k] + ("" if k == "dirac" else f", data std {config.data_std:g}")
                      for k in config.data}}
 
@@ -715,6 +857,7 @@ def _meta(config: StudyConfig, elapsed: float) -> dict:
             "data_std": config.data_std, "grid_power": config.grid_power, "quick": config.quick,
         },
         "metrics": METRICS,
+        "mode_switch": MODE_SWITCH,
         "order_fit": f"slope of -log(error) vs log(NFE) over the {ORDER_FIT_POINTS} largest NFE with error above "
                      f"{ORDER_FIT_FLOOR:g} (and above 3 standard errors for Monte Carlo errors)",
         "elapsed_s": round(elapsed, 2),
