@@ -13,8 +13,8 @@ MATH.md §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (MATH.md �
 ``corrector=True`` adds the evaluation-free PEC corrector (:mod:`gddim_numerics.corrector`).
 Every deterministic plan records ``tables.info["dirac_gain"]``, the largest growth of a state
 perturbation through its recursion on Dirac data (:func:`~gddim_numerics.corrector.perturbation_gain`;
-data form: O(1-10); ε form with high order and a log-type variable, or with the corrector, on CLD/BDM:
-up to 1e13), and warns above :data:`GAIN_WARNING`.
+data form: O(1-10); ε form with high order and a log-type variable on CLD/BDM: up to 1e13; ε form with
+the re-anchored corrector: 1-200), and warns above :data:`GAIN_WARNING`.
 
 Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
 
@@ -353,7 +353,8 @@ class GDDIM:
     corrector : bool
         Add the PEC corrector of :mod:`gddim_numerics.corrector` (MATH.md §3.9): each step except the
         last is redone with one more Lagrange node, reusing the evaluation made at the predicted
-        state, so the evaluation count is unchanged. Needs ``lam = 0`` and at least 2 steps.
+        state, so the evaluation count is unchanged (ε form: that evaluation is re-anchored to the
+        corrected state with the Dirac slope :math:`K^{-1}`). Needs ``lam = 0`` and at least 2 steps.
 
     The tables are built once, in float64, and cached on the diffusion by all these options.
     """

@@ -101,8 +101,14 @@ def exponential_weights(
         raise ValueError("orders: step k can use between 1 and k + 1 + lead grid nodes")
     probe = kernel(ts[1:2], ts[0:1])
     out = np.zeros((n_steps, q_max) + probe.shape[1:])
-    for q in np.unique(orders):
-        steps = np.flatnonzero(orders == q)
+    lo = np.minimum(ts[:-1], ts[1:])
+    ratio = np.maximum(ts[:-1], ts[1:]) / np.where(lo > 0, lo, np.nan)
+    base_panels = np.where(lo > 0, np.ceil(np.log(ratio) / np.log(max_ratio)), 0)
+    # steps of one order and one panel count are integrated together (no step gets the panels of
+    # a harder one)
+    groups = sorted({(int(q), int(p)) for q, p in zip(orders, base_panels)})
+    for q, p in groups:
+        steps = np.flatnonzero((orders == q) & (base_panels == p))
         coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead)
         refine = 2
         while steps.size:
