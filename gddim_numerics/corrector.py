@@ -43,15 +43,17 @@ corrected state, linearised):
 The tables carry :math:`\Gamma_{k+1,i} = (I - \Delta_{k0}\rho_{k+1})^{-1}\Delta_{ki}` as
 ``correction`` and :math:`\rho` as ``reanchor``; the loop runs them per step. On Dirac data the
 corrected state and every stored ε are then those of the exact flow up to rounding, and the
-perturbation gain is 1–200 (worst of 1500 settings, q <= 5, every variable and grid, VP/CLD/BDM/
-dense: 1.6e4). Re-anchoring without the solve (:math:`\Gamma = \Delta`) is stable from NFE ~10 on
-but keeps gains up to 1e6 at NFE 2–3 on BDM: an error in :math:`\bar u_{k+1}` enters the correction
-through :math:`\Delta_{k0}K^{-1}`, which is large when :math:`\Psi` is; the solve turns that factor into
-:math:`(I - \Delta_{k0}K^{-1})^{-1}` (measured: :math:`\Delta_{k0}K^{-1} < 0` on VP, BDM and the dense test
-diffusion, so the factor is <= 1; on CLD its smallest singular value was >= 0.099 over NFE 2–50, q <= 5, t / log t / log-SNR variables,
-power and log grids). For non-Dirac
-data the linearisation changes a step by :math:`O(\|\delta\|)` times the difference between the true
-slope of ε and :math:`K^{-1}`, so the corrector keeps its order.
+perturbation gain is 1–200 (worst of 1500 settings — q <= 5, every variable, power / log /
+log-SNR grids, NFE 2–20, VP/CLD/BDM/dense — 1.6e4, with error 9e-12). Re-anchoring without the
+solve (:math:`\Gamma = \Delta`) is stable from NFE ~10 on but keeps gains up to 1e6 at NFE 2–3 on
+BDM: an error in :math:`\bar u_{k+1}` reaches :math:`u_{k+1}` multiplied by
+:math:`I + \Delta_{k0}K^{-1}`, large when :math:`\Psi` is; the solve turns that factor into
+:math:`(I - \Delta_{k0}K^{-1})^{-1}`. Measured: :math:`\Delta_{k0}K^{-1} < 0` on VP, BDM and the dense
+test diffusion (the factor is <= 1); on CLD the smallest singular value of
+:math:`I - \Delta_{k0}K^{-1}` was 0.099 over NFE 2–50, q <= 5, t / log t / log-SNR variables, power
+and log grids (a singular system raises). For non-Dirac data the linearisation changes a step by
+:math:`O(\|\delta\|)` times the difference between the true slope of ε and :math:`K^{-1}`, so the
+corrector keeps its order.
 
 The corrector's weights are exact integrals (the predictor's kernel, Lagrange basis on the
 shifted nodes, same extrapolation variable), so their sums obey the same closed-form rules,
