@@ -168,7 +168,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     sums = []
     trajectory = [x] if return_trajectory else None
     x_type = type(x)
-    for k in _progress(range(n), progress):
+    for k in progress_bar(range(n), progress):
         t = ts[k]
         x_in = to_caller(u)
         y = eps_fn(x_in, t)
@@ -236,16 +236,28 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
             trajectory.append(to_caller(u))
 
     result = SampleResult(x=to_caller(u), ts=np.asarray(tables.ts), nfe=n, trajectory=trajectory)
-    if check_finite and sums:
-        finite = xp.isfinite(xp.stack(sums))
-        if not bool(xp.all(finite)):
-            bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8)))
-            msg = (f"eps_fn returned NaN or Inf at step {bad} (t={ts[bad]:.6g}); the states after it are not "
-                   "meaningful. Check the network's input scaling and dtype at that time.")
-            if on_nonfinite == "raise":
-                raise FloatingPointError(msg)
-            result.success, result.status, result.message = False, -1, msg
+    if check_finite:
+        report_nonfinite(xp, sums, ts, result, on_nonfinite)
     return result
+
+
+def report_nonfinite(xp, sums: list, times, result: SampleResult, on_nonfinite: str, unit: str = "step") -> None:
+    """Check the per-evaluation sums of the network outputs once, after the loop (one host read).
+
+    The first non-finite sum names the ``unit`` index and its time; raise a ``FloatingPointError`` or
+    mark ``result`` as failed (``on_nonfinite="return"``).
+    """
+    if not sums:
+        return
+    finite = xp.isfinite(xp.stack(sums))
+    if bool(xp.all(finite)):
+        return
+    bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8)))
+    msg = (f"eps_fn returned NaN or Inf at {unit} {bad} (t={float(times[bad]):.6g}); the states after it are not "
+           "meaningful. Check the network's input scaling and dtype at that time.")
+    if on_nonfinite == "raise":
+        raise FloatingPointError(msg)
+    result.success, result.status, result.message = False, -1, msg
 
 
 def _or_identity(table: np.ndarray | None, like: np.ndarray) -> np.ndarray:
@@ -255,7 +267,7 @@ def _or_identity(table: np.ndarray | None, like: np.ndarray) -> np.ndarray:
     return np.broadcast_to(np.eye(like.shape[-1]), like.shape)
 
 
-def _progress(steps: range, enabled: bool) -> Iterable[int]:
+def progress_bar(steps: range, enabled: bool) -> Iterable[int]:
     if not enabled:
         return steps
     try:

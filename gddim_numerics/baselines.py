@@ -41,14 +41,14 @@ from scipy.integrate import DOP853, RK23, RK45
 from scipy.linalg import solve_continuous_lyapunov
 
 from .backends import device_of, kernels_for, namespace_of, noise_source, operator_for, run_tables, working_dtype
-from .backends.loop import _progress
+from .backends.loop import progress_bar, report_nonfinite
 from .backends.namespace import check_like
 from .cld import CLD
 from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
 from .linear_sde import ConstantCoefficientSDE
 from .outputs import check_output_type, to_data, to_noise
-from .plans import _check_lam, _io_tables, denoise_tables, psd_factor
+from .plans import check_lam, io_tables, denoise_tables, psd_factor
 from .result import SampleResult, StepInfo
 from .sampling import Method, register_method
 from .tables import StepTables, concatenate
@@ -151,7 +151,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     comes from the code's weighting.
     """
     diffusion = _check_diffusion(diffusion)
-    lam = _check_lam(lam)
+    lam = check_lam(lam)
     check_output_type(output)
     ts = check_grid(diffusion, ts)
     s = ts[:-1]
@@ -161,7 +161,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     history = (dt * 0.5 * (1.0 + lam * lam) * _score_gain(diffusion, s))[:, None]
     noise = psd_factor(lam * lam * np.abs(dt) * gg, "the Euler-Maruyama noise covariance") if lam > 0 else None
     return StepTables(ts=ts, state=state, history=history, orders=np.ones(len(s), dtype=int), noise=noise,
-                      info=dict(method="em", lam=lam, output=output), **_io_tables(diffusion, s, output, "R"))
+                      info=dict(method="em", lam=lam, output=output), **io_tables(diffusion, s, output, "R"))
 
 
 def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> StepTables:
@@ -211,7 +211,7 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
     history = (-to_data_weight * diffusion.gddim_factor(s))[:, None]
     noise = np.sqrt(var_t * step_var / var_s)
     return StepTables(ts=ts, state=state, history=history, orders=np.ones(len(s), dtype=int), noise=noise,
-                      info=dict(method="ancestral", output=output), **_io_tables(diffusion, s, output, "R"))
+                      info=dict(method="ancestral", output=output), **io_tables(diffusion, s, output, "R"))
 
 
 class TablePlan:
@@ -330,15 +330,7 @@ class _ArrayRun:
     def result(self, u, ts: np.ndarray, trajectory, on_nonfinite: str) -> SampleResult:
         """The :class:`SampleResult`; non-finite outputs are detected here, with one host transfer."""
         res = SampleResult(x=self.to_caller(u), ts=np.asarray(ts), nfe=self.nfe, trajectory=trajectory)
-        if self._sums:
-            finite = _to_numpy(self.xp.isfinite(self.xp.stack(self._sums))) != 0
-            if not finite.all():
-                bad = int(np.argmin(finite))
-                msg = (f"eps_fn returned NaN or Inf at evaluation {bad} (t={self._times[bad]:.6g}); the state "
-                       "after it is not meaningful. Check the network's input scaling and dtype at that time.")
-                if on_nonfinite == "raise":
-                    raise FloatingPointError(msg)
-                res.success, res.status, res.message = False, -1, msg
+        report_nonfinite(self.xp, self._sums, self._times, res, on_nonfinite, unit="evaluation")
         return res
 
 
@@ -437,7 +429,7 @@ class Heun:
         n_heun = n - int(self.final_euler)
         u = run.start
         trajectory = [x] if return_trajectory else None
-        for k in _progress(range(n), progress):
+        for k in progress_bar(range(n), progress):
             y_raw, y = run.evaluate(u, self.ts[k])
             u_pred = run.combine((tab["predict_state"][k], u), (tab["predict_output"][k], y))
             if k < n_heun:
@@ -571,7 +563,7 @@ class SSCS:
         n = len(self.ts) - 1
         u = run.start
         trajectory = [x] if return_trajectory else None
-        for k in _progress(range(n), progress):
+        for k in progress_bar(range(n), progress):
             v = run.combine((tab["first_state"][k], u), (tab["first_noise"][k], run.draw(2 * k)))
             y_raw, y = run.evaluate(v, self.ts[k])
             if callback is not None:

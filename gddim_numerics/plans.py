@@ -54,7 +54,8 @@ def _check_order(order) -> int:
     return int(order)
 
 
-def _check_lam(lam) -> float:
+def check_lam(lam) -> float:
+    """Validate the stochasticity :math:`\\lambda \\ge 0` of the reverse-time family."""
     lam = float(lam)
     if not (np.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam (lambda) must be a finite number >= 0; got {lam!r}")
@@ -114,7 +115,11 @@ def eps_kernel(diffusion: LinearDiffusion, which: str = "R"):
     return kernel
 
 
-def _io_tables(diffusion, times, output, which):
+def io_tables(diffusion, times, output: str, which: str) -> dict:
+    """The ``input_*`` and ``data_*`` fields of :class:`StepTables` for network output ``output``.
+
+    ``input``: :math:`\\epsilon_K = a u + b y` (``which`` names ``K``); ``data``: :math:`\\hat u_0 = c u + d y`.
+    """
     a, b = to_noise(diffusion, times, output, which)
     c, d = to_data(diffusion, times, output)
     return dict(input_state=a, input_output=b, data_state=c, data_output=d)
@@ -305,7 +310,7 @@ def stochastic_tables(diffusion: LinearDiffusion, ts, lam: float, output: str = 
     return StepTables(ts=ts, state=psi, history=hist, orders=np.ones(len(s), dtype=int),
                       noise=psd_factor(p, "the step noise covariance P"),
                       info=dict(method="gddim", order=1, lam=lam, factor="R", output=output),
-                      **_io_tables(diffusion, s, output, "R"))
+                      **io_tables(diffusion, s, output, "R"))
 
 
 def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, output: str) -> StepTables:
@@ -320,7 +325,7 @@ def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, o
     k_inv_t = batched_transpose(batched_inverse(factor(diffusion, t, factor_name)))
     hist = (-t_end * diffusion.diffusion(t) @ k_inv_t)[:, None]
     return StepTables(ts=np.array([t_end, 0.0]), state=state, history=hist, orders=np.ones(1, dtype=int),
-                      **_io_tables(diffusion, t, output, factor_name))
+                      **io_tables(diffusion, t, output, factor_name))
 
 
 class GDDIM:
@@ -367,7 +372,7 @@ class GDDIM:
         self.diffusion = diffusion
         self.ts = check_grid(diffusion, ts)
         self.order = _check_order(order)
-        self.lam = _check_lam(lam)
+        self.lam = check_lam(lam)
         if factor not in FACTORS:
             raise ValueError(f"factor must be one of {FACTORS}; got {factor!r}")
         self.factor = factor
