@@ -247,38 +247,41 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
 
 
 def stochastic_coefficients(diffusion: LinearDiffusion, s: float, t: float, lam: float):
-    r"""``(Psi_hat(t, s), P_st)`` of one stochastic step from ``s`` down to ``t``.
+    r"""``(Psi_hat(t, s) - Psi(t, s), P_st)`` of one stochastic step from ``s`` down to ``t``.
 
-    Closed forms for commuting (``k = 1``) modes:
-    :math:`\hat\Psi = (\mu_t/\mu_s)^{-\lambda^2}(\Sigma_t/\Sigma_s)^{(1+\lambda^2)/2}`,
-    :math:`P = \Sigma_t(1 - \rho^{2\lambda^2})`, :math:`\rho^2 = \Sigma_t\mu_s^2/(\Sigma_s\mu_t^2)`;
-    otherwise one DOP853 solve (rtol 1e-12) of the joint ODE for :math:`\hat\Psi` and ``P``.
+    The difference :math:`D = \hat\Psi - \Psi` is computed directly (it is small for small steps
+    and small :math:`\lambda`; forming it from :math:`\hat\Psi \approx I` would cancel digits).
+    Closed forms for commuting (``k = 1``) modes, with :math:`\rho^2 = \Sigma_t\mu_s^2/(\Sigma_s\mu_t^2)`:
+    :math:`\hat\Psi/\Psi = \rho^{1+\lambda^2}`, so :math:`D = \Psi\,\mathrm{expm1}(\tfrac{1+\lambda^2}{2}\log\rho^2)`,
+    and :math:`P = \Sigma_t(1 - \rho^{2\lambda^2})`. Otherwise one DOP853 solve (rtol 1e-12) of
+    :math:`\tfrac{dD}{d\tau} = \hat F D + \tfrac{1+\lambda^2}{2}GG^\top\Sigma^{-1}\Psi(\tau, s)`, :math:`D(s) = 0`,
+    jointly with :math:`\tfrac{dP}{d\tau} = \hat FP + P\hat F^\top - \lambda^2GG^\top`, :math:`P(s) = 0`.
     """
     lam2 = lam * lam
     if isinstance(diffusion, ScalarModesDiffusion):
-        log_ratio_mean = np.log(diffusion.transition(t, s))
-        log_ratio_var = np.log(diffusion.covariance(t)) - np.log(diffusion.covariance(s))
-        psi_hat = np.exp(-lam2 * log_ratio_mean + 0.5 * (1 + lam2) * log_ratio_var)
-        log_rho2 = log_ratio_var - 2.0 * log_ratio_mean
+        psi = diffusion.transition(t, s)
+        log_rho2 = np.log(diffusion.covariance(t)) - np.log(diffusion.covariance(s)) - 2.0 * np.log(psi)
+        excess = psi * np.expm1(0.5 * (1 + lam2) * log_rho2)
         p = -diffusion.covariance(t) * np.expm1(lam2 * log_rho2)
-        return psi_hat, p
+        return excess, p
     m, k = diffusion.shape
-    eye = np.broadcast_to(np.eye(k), (m, k, k))
+    size = m * k * k
 
     def rhs(tau, y):
-        ph, p = y[: m * k * k].reshape(m, k, k), y[m * k * k:].reshape(m, k, k)
+        d, p = y[:size].reshape(m, k, k), y[size:].reshape(m, k, k)
         gg = diffusion.diffusion(tau)
-        f_hat = diffusion.drift(tau) + 0.5 * (1 + lam2) * gg @ diffusion.covariance_inv(tau)
+        push = 0.5 * (1 + lam2) * gg @ diffusion.covariance_inv(tau)
+        f_hat = diffusion.drift(tau) + push
+        dd = f_hat @ d + push @ diffusion.transition(tau, s)
         dp = f_hat @ p + p @ batched_transpose(f_hat) - lam2 * gg
-        return np.concatenate([(f_hat @ ph).ravel(), dp.ravel()])
+        return np.concatenate([dd.ravel(), dp.ravel()])
 
-    y0 = np.concatenate([eye.ravel(), np.zeros(m * k * k)])
-    sol = solve_ivp(rhs, (s, t), y0, method="DOP853", rtol=1e-12, atol=1e-14)
+    sol = solve_ivp(rhs, (s, t), np.zeros(2 * size), method="DOP853", rtol=1e-12, atol=1e-15)
     if not sol.success:
         raise RuntimeError(f"stochastic coefficient solve failed on [{t}, {s}]: {sol.message}")
-    ph = sol.y[: m * k * k, -1].reshape(m, k, k)
-    p = sol.y[m * k * k:, -1].reshape(m, k, k)
-    return ph, 0.5 * (p + batched_transpose(p))
+    excess = sol.y[:size, -1].reshape(m, k, k)
+    p = sol.y[size:, -1].reshape(m, k, k)
+    return excess, 0.5 * (p + batched_transpose(p))
 
 
 def psd_factor(p: np.ndarray, name: str = "P") -> np.ndarray:
@@ -301,12 +304,12 @@ def stochastic_tables(diffusion: LinearDiffusion, ts, lam: float, output: str = 
     psi = diffusion.transition(t, s)
     r_s = diffusion.gddim_factor(s)
     if isinstance(diffusion, ScalarModesDiffusion):
-        psi_hat, p = stochastic_coefficients(diffusion, s, t, lam)
+        excess, p = stochastic_coefficients(diffusion, s, t, lam)
     else:
         pairs = [stochastic_coefficients(diffusion, si, ti, lam) for si, ti in zip(s, t)]
-        psi_hat = np.stack([a for a, _ in pairs])
+        excess = np.stack([a for a, _ in pairs])
         p = np.stack([b for _, b in pairs])
-    hist = ((psi_hat - psi) @ r_s)[:, None]
+    hist = (excess @ r_s)[:, None]
     return StepTables(ts=ts, state=psi, history=hist, orders=np.ones(len(s), dtype=int),
                       noise=psd_factor(p, "the step noise covariance P"),
                       info=dict(method="gddim", order=1, lam=lam, factor="R", output=output),
