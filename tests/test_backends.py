@@ -143,8 +143,8 @@ def from_split(a: np.ndarray, k: int) -> np.ndarray:
     return np.moveaxis(b, 1, -1)
 
 
-def reference(diffusion: gd.LinearDiffusion, tables, x: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Float64 NumPy run of ``tables`` from ``x`` (trailing block layout), straight from the formulas."""
+def reference_operators(diffusion: gd.LinearDiffusion):
+    """``(fwd, inv, apply)`` of a NumPy reference: DCT by scipy.fft for BDM, einsum for k x k blocks."""
     if isinstance(diffusion.basis, gd.DCTBasis):
         image_shape = diffusion.basis.shape
 
@@ -164,7 +164,12 @@ def reference(diffusion: gd.LinearDiffusion, tables, x: np.ndarray, noise: np.nd
 
         def apply(block, v):
             return np.einsum("ij,...j->...i", block[0], v) if block.shape[-1] > 1 else block[0, 0, 0] * v
+    return fwd, inv, apply
 
+
+def reference(diffusion: gd.LinearDiffusion, tables, x: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Float64 NumPy run of ``tables`` from ``x`` (trailing block layout), straight from the formulas."""
+    fwd, inv, apply = reference_operators(diffusion)
     u, hist = fwd(x), []
     for k in range(tables.n_steps):
         y = fwd(smooth_eps(inv(u), float(tables.ts[k])))

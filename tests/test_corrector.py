@@ -319,26 +319,7 @@ PEC_CASES = ["vp", "cld", "cld_split", "bdm", "dense16"]
 
 def reference_pec(diffusion, tables, x):
     """Float64 NumPy run of ``tables`` (trailing block layout) from the StepTables formulas, corrections included."""
-    if isinstance(diffusion.basis, gd.DCTBasis):
-        image_shape = diffusion.basis.shape
-
-        def fwd(v):
-            return tb.scipy.fft.dctn(v, axes=(-2, -1), norm="ortho")
-
-        def inv(v):
-            return tb.scipy.fft.idctn(v, axes=(-2, -1), norm="ortho")
-
-        def apply(block, v):
-            return block[:, 0, 0].reshape(image_shape) * v
-    else:
-        def fwd(v):
-            return v
-
-        inv = fwd
-
-        def apply(block, v):
-            return np.einsum("ij,...j->...i", block[0], v) if block.shape[-1] > 1 else block[0, 0, 0] * v
-
+    fwd, inv, apply = tb.reference_operators(diffusion)
     u, hist = fwd(x), []
     for k in range(tables.n_steps):
         y = fwd(tb.smooth_eps(inv(u), float(tables.ts[k])))
