@@ -77,3 +77,25 @@ class Gaussian:
 def relative_error(a, b) -> float:
     a, b = np.asarray(a), np.asarray(b)
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def random_dense(seed: int, k: int = 3):
+    """A random stable ``beta(t) A`` diffusion with full-rank Q and a small PD Sigma_0."""
+    import gddim_numerics as gd
+
+    rng = np.random.default_rng(seed)
+    m = rng.standard_normal((k, k))
+    m *= 1.5 / np.linalg.norm(m, 2)
+    a = m - (np.max(np.linalg.eigvals(m).real) + 0.5 + rng.uniform()) * np.eye(k)
+    g = rng.standard_normal((k, k))
+    return gd.ConstantCoefficientSDE(a, g @ g.T + 0.1 * np.eye(k), beta=lambda t: 1.0 + t,
+                                     beta_integral=lambda t: t + 0.5 * t * t, initial_covariance=1e-3 * np.eye(k))
+
+
+def lagrange(nodes, j, x):
+    """Lagrange basis polynomial ``j`` on ``nodes``, written out."""
+    out = 1.0
+    for i, p in enumerate(nodes):
+        if i != j:
+            out = out * (x - p) / (nodes[j] - p)
+    return out

@@ -22,16 +22,8 @@ from gddim_numerics.backends import run_tables
 from gddim_numerics.corrector import correction_tables, corrector_orders, fold_corrector, perturbation_gain
 from gddim_numerics.plans import multistep_weights, step_orders
 from gddim_numerics.tables import StepTables
-from gaussian_helpers import Gaussian, relative_error
+from gaussian_helpers import Gaussian, lagrange, relative_error
 from test_data_form import VARIABLES, dirac_case, dirac_tolerance, variable_of
-
-
-def lagrange(nodes, j, x):
-    out = 1.0
-    for i, p in enumerate(nodes):
-        if i != j:
-            out = out * (x - p) / (nodes[j] - p)
-    return out
 
 
 def kernel(sde, form, t, tau):

@@ -16,23 +16,12 @@ from numpy.polynomial import polynomial as P
 from scipy.integrate import quad_vec
 
 import gddim_numerics as gd
-from gaussian_helpers import Gaussian, relative_error
+from gaussian_helpers import Gaussian, lagrange, random_dense, relative_error
 from gddim_numerics.plans import extrapolation_variable, multistep_weights
 
 
-def dense_sde(seed: int, k: int = 3) -> gd.ConstantCoefficientSDE:
-    """A random stable ``beta(t) A`` diffusion with full-rank Q and a small PD Sigma_0."""
-    rng = np.random.default_rng(seed)
-    m = rng.standard_normal((k, k))
-    m *= 1.5 / np.linalg.norm(m, 2)
-    a = m - (np.max(np.linalg.eigvals(m).real) + 0.5 + rng.uniform()) * np.eye(k)
-    g = rng.standard_normal((k, k))
-    return gd.ConstantCoefficientSDE(a, g @ g.T + 0.1 * np.eye(k), beta=lambda t: 1.0 + t,
-                                     beta_integral=lambda t: t + 0.5 * t * t, initial_covariance=1e-3 * np.eye(k))
-
-
 SDES = {"vp": (gd.VPSDE.linear, (3,)), "cld": (gd.CLD, (2, 2)), "bdm": (lambda: gd.BDM((4, 4)), (1, 4, 4)),
-        "dense": (lambda: dense_sde(0), (3,)), "ve": (gd.VESDE, (3,))}
+        "dense": (lambda: random_dense(0), (3,)), "ve": (gd.VESDE, (3,))}
 _CACHE = {}
 
 
@@ -72,14 +61,6 @@ def test_data_weight_sums_match_closed_form(name, variable, lead):
     scale = np.maximum.reduce([np.abs(ref).max(axis=(1, 2, 3)), np.abs(w).max(axis=(1, 2, 3, 4)),
                                np.abs(sde.mean_coefficient(ts[1:])).max(axis=(1, 2, 3))])[:, None, None, None]
     assert np.max(np.abs(w.sum(axis=1) - ref) / scale) <= 1e-12
-
-
-def lagrange(phi_nodes, j, x):
-    out = 1.0
-    for i, p in enumerate(phi_nodes):
-        if i != j:
-            out = out * (x - p) / (phi_nodes[j] - p)
-    return out
 
 
 @pytest.mark.parametrize("name,variable", [("vp", "log_t"), ("cld", "t"), ("cld", "log_snr"), ("dense", "sqrt_t")])

@@ -12,19 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gddim_numerics as gd
-from gaussian_helpers import Gaussian, relative_error
-
-
-def random_dense(seed: int, k: int = 3) -> gd.ConstantCoefficientSDE:
-    """A random stable ``beta(t) A`` diffusion with full-rank Q and a small PD Sigma_0."""
-    rng = np.random.default_rng(seed)
-    m = rng.standard_normal((k, k))
-    m *= 1.5 / np.linalg.norm(m, 2)
-    a = m - (np.max(np.linalg.eigvals(m).real) + 0.5 + rng.uniform()) * np.eye(k)
-    g = rng.standard_normal((k, k))
-    q = g @ g.T + 0.1 * np.eye(k)
-    return gd.ConstantCoefficientSDE(a, q, beta=lambda t: 1.0 + t, beta_integral=lambda t: t + 0.5 * t * t,
-                                     initial_covariance=1e-3 * np.eye(k))
+from gaussian_helpers import Gaussian, random_dense, relative_error
 
 
 @lru_cache(maxsize=None)
