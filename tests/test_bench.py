@@ -189,3 +189,22 @@ def test_relative_table_error_is_per_step():
     ref = np.array([[1.0, 1e-6], [1e-3, 1e-3]])
     table = ref + np.array([[1e-12, 0.0], [0.0, 1e-12]])
     assert math.isclose(bench.relative_table_error(table, ref), 1e-9, rel_tol=1e-6)
+
+
+def test_rebuild_reference_agrees_with_quad_vec_and_catches_a_wrong_table():
+    """The bench's rebuild matches an independent quad_vec weight (1e-12), and a perturbed table is flagged."""
+    from scipy.integrate import quad_vec
+
+    from test_gddim_coefficients import integrand
+
+    sde = gd.CLD()
+    ts = gd.time_grid(sde, 10)
+    reference = bench.rebuild_tables(gd.CLD, ts, {"order": 3})
+    k, nodes = 5, ts[5 - np.arange(3)]
+    for j in range(3):
+        exact, _ = quad_vec(integrand(sde, ts[k + 1], nodes, j), ts[k], ts[k + 1], epsabs=0, epsrel=1e-14, limit=4000)
+        assert np.max(np.abs(reference["history"][k, j].ravel() - exact)) <= 1e-12 * np.max(np.abs(exact))
+    tables = gd.GDDIM(sde, ts, order=3).tables
+    assert bench.coefficient_errors(tables, reference)["max"] <= 1e-12
+    wrong = dict(reference, history=reference["history"] * (1 + 1e-9))
+    assert bench.coefficient_errors(tables, wrong)["max"] >= 5e-10
