@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .diffusion import LinearDiffusion
-from .layout import dense_operator
+from .layout import dense_operator, event_size
 from .tables import StepTables, step_map
 
 
@@ -40,7 +40,7 @@ def output_law(diffusion: LinearDiffusion, tables: StepTables, event_shape: tupl
         ``affine_output(t) -> (W, w)`` with the network output ``y = W u + w`` (flattened event).
     """
     event_shape = tuple(event_shape)
-    d = int(np.prod(event_shape))
+    d = event_size(event_shape)
     q = tables.memory
 
     def block(table):

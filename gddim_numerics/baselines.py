@@ -287,7 +287,7 @@ class _ArrayRun:
         self._times: list[float] = []
 
     def _modes(self, v):
-        return self.op.to_modes(v) if self.op.transforms else v
+        return self.op.to_modes(v)
 
     def prepare(self, table: np.ndarray) -> list:
         """Per-step array-side coefficients of a host table ``(N, M, k, k)`` (moved once per call)."""
@@ -324,7 +324,7 @@ class _ArrayRun:
 
     def to_caller(self, u):
         """A mode-coordinate state as an array of the caller's layout and dtype."""
-        v = self.op.from_modes(u) if self.op.transforms else u
+        v = self.op.from_modes(u)
         return v if v.dtype == self.x.dtype else self.xp.astype(v, self.x.dtype)
 
     def result(self, u, ts: np.ndarray, trajectory, on_nonfinite: str) -> SampleResult:
@@ -698,7 +698,7 @@ class ProbabilityFlowIVP:
             return xp.asarray(u, dtype=dtype, device=dev)
 
         def modes(v: np.ndarray) -> np.ndarray:
-            return op.to_modes(v) if op.transforms else v
+            return op.to_modes(v)
 
         def rhs(t: float, flat: np.ndarray) -> np.ndarray:
             u = flat.reshape(shape)
@@ -706,7 +706,7 @@ class ProbabilityFlowIVP:
             coefficients = probability_flow_coefficients(self.diffusion, np.array([t]), self.output)
             vu, vy = (op.prepare(c)[0] for c in coefficients)
             velocity = op.combine([(vu, modes(u)), (vy, modes(y))])
-            return (op.from_modes(velocity) if op.transforms else velocity).ravel()
+            return op.from_modes(velocity).ravel()
 
         times, last, trajectory = [float(self.ts[0])], host, [x] if return_trajectory else None
         status, message, ode = 0, "The solver reached t_end.", None

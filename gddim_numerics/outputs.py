@@ -30,13 +30,18 @@ def check_output_type(output: str) -> str:
     return output
 
 
+def check_factor(which: str) -> str:
+    """Validate a noise-factor name."""
+    if which not in FACTORS:
+        raise ValueError(f"factor must be one of {FACTORS}; got {which!r}")
+    return which
+
+
 def factor(diffusion: LinearDiffusion, t, which: str) -> np.ndarray:
     """The square root ``K_t`` named ``which`` (``"R"``: gDDIM factor, ``"L"``: Cholesky)."""
-    if which == "R":
+    if check_factor(which) == "R":
         return diffusion.gddim_factor(t)
-    if which == "L":
-        return diffusion.cholesky(t)
-    raise ValueError(f"factor must be one of {FACTORS}; got {which!r}")
+    return diffusion.cholesky(t)
 
 
 def to_noise(diffusion: LinearDiffusion, t, output: str, which: str = "R"):
@@ -45,13 +50,13 @@ def to_noise(diffusion: LinearDiffusion, t, output: str, which: str = "R"):
     ``a`` is ``None`` when zero; ``b`` is ``None`` when the identity.
     """
     check_output_type(output)
-    k_inv = batched_inverse(factor(diffusion, t, which))
-    if output == "eps_" + which:
+    if output == "eps_" + check_factor(which):
         return None, None
-    if output in ("eps_R", "eps_L"):
-        return None, k_inv @ factor(diffusion, t, output[-1])
     if output == "score":
         return None, -batched_transpose(factor(diffusion, t, which))
+    k_inv = batched_inverse(factor(diffusion, t, which))
+    if output in ("eps_R", "eps_L"):
+        return None, k_inv @ factor(diffusion, t, output[-1])
     # data: eps_K = K^{-1} (u - Psi(t, 0) D)
     return k_inv, -k_inv @ diffusion.mean_coefficient(t)
 
@@ -59,9 +64,10 @@ def to_noise(diffusion: LinearDiffusion, t, output: str, which: str = "R"):
 def to_data(diffusion: LinearDiffusion, t, output: str):
     r"""Coefficients ``(c, d)`` with :math:`D = c u + d y` (``c`` ``None`` when zero)."""
     check_output_type(output)
-    psi_inv = batched_inverse(diffusion.mean_coefficient(t))
     if output == "data":
-        return None, np.broadcast_to(np.eye(diffusion.block_size), psi_inv.shape).copy()
+        shape = np.shape(t) + diffusion.shape + (diffusion.block_size,)
+        return None, np.broadcast_to(np.eye(diffusion.block_size), shape).copy()
+    psi_inv = batched_inverse(diffusion.mean_coefficient(t))
     if output == "score":
         return psi_inv, psi_inv @ diffusion.covariance(t)
     k = factor(diffusion, t, output[-1])

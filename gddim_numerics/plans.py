@@ -38,7 +38,7 @@ from .corrector import corrector_fields, corrector_orders, perturbation_gain
 from .data_form import data_kernel, data_state, data_weight_sum
 from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
-from .outputs import FACTORS, check_output_type, factor, to_data, to_noise
+from .outputs import check_factor, check_output_type, factor, to_data, to_noise
 from .quadrature import exponential_weights
 from .tables import StepTables, concatenate
 
@@ -179,8 +179,7 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
     s, t = ts[:-1], ts[1:]
     closed = step_weight_sum(diffusion, s, t, form, factor_name)
     single = counts == 1 if closed is not None else np.zeros(len(counts), dtype=bool)
-    probe = step_state(diffusion, s[:1], t[:1], form)
-    hist = np.zeros((len(s), int(counts.max())) + probe.shape[1:])
+    hist = np.zeros((len(s), int(counts.max())) + diffusion.shape + (diffusion.block_size,))
     if np.any(~single):
         sub = np.where(single, 1, counts)
         weights = exponential_weights(step_kernel(diffusion, form, factor_name), ts, sub, variable=phi,
@@ -223,13 +222,10 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
         counts = corrector_orders(orders)
         corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio)
         hist, orders, extra = corrector_fields(state, hist, orders, corr, counts, jac if form == "eps" else None)
-    if form == "eps":
-        a, b = to_noise(diffusion, s, output, factor_name)
-    else:
-        a, b = to_data(diffusion, s, output)
-    c, d = to_data(diffusion, s, output)
-    tables = StepTables(ts=ts, state=state, history=hist, orders=orders,
-                        input_state=a, input_output=b, data_state=c, data_output=d, **extra,
+    io = io_tables(diffusion, s, output, factor_name)
+    if form == "data":  # the history is the data prediction itself
+        io.update(input_state=io["data_state"], input_output=io["data_output"])
+    tables = StepTables(ts=ts, state=state, history=hist, orders=orders, **io, **extra,
                         info=dict(method="gddim", order=order, factor=factor_name, output=output, form=form,
                                   corrector=bool(corrector),
                                   variable=variable if isinstance(variable, str) else "custom"))
@@ -322,8 +318,7 @@ def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, o
     :math:`u_0 = (I - t F)u + t\,GG^\top s`, :math:`s = -K^{-\top}\epsilon_K`.
     """
     t = np.array([t_end])
-    m, k = diffusion.shape
-    eye = np.eye(k)
+    eye = np.eye(diffusion.block_size)
     state = eye - t_end * diffusion.drift(t)
     k_inv_t = batched_transpose(batched_inverse(factor(diffusion, t, factor_name)))
     hist = (-t_end * diffusion.diffusion(t) @ k_inv_t)[:, None]
@@ -376,8 +371,7 @@ class GDDIM:
         self.ts = check_grid(diffusion, ts)
         self.order = _check_order(order)
         self.lam = check_lam(lam)
-        if factor not in FACTORS:
-            raise ValueError(f"factor must be one of {FACTORS}; got {factor!r}")
+        check_factor(factor)
         self.factor = factor
         self.output = check_output_type(output)
         self.denoise = bool(denoise)

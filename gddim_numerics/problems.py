@@ -45,9 +45,10 @@ from array_api_compat import device as array_device
 from array_api_compat import numpy as np_xp
 from scipy.integrate import solve_ivp
 
-from ._checks import symmetric_positive_definite
+from ._checks import positive, symmetric_positive_definite
 from .diffusion import LinearDiffusion, batched_inverse
 from .layout import basis_matrix, dense_operator, event_size, validate_event_shape
+from .outputs import factor
 
 _TABLE_CACHE_SIZE = 64
 _FLOW_CACHE_SIZE = 32
@@ -274,7 +275,7 @@ class _GaussianComponents:
         """
         u = self._host_states(x_s, "x_s")
         s, t = self._check_time(s, "s"), self._check_time(t, "t")
-        rtol, atol = _tolerance(rtol, "rtol"), _tolerance(atol, "atol")
+        rtol, atol = positive(rtol, "rtol"), positive(atol, "atol")
         key = (s, t, rtol, atol, u.shape, u.tobytes())
         if key not in self._flows:
             self._flows[key] = self._solve_pf(u, s, t, rtol, atol)
@@ -443,7 +444,8 @@ class GaussianData(_GaussianComponents):
         u = self._host_states(x_s, "x_s")
         s, t = self._check_time(s, "s"), self._check_time(t, "t")
         phi = self._flow_matrices(s, t)
-        return (self.marginal(t)[0] + (u - self.marginal(s)[0]) @ phi.T).reshape(np.shape(x_s))
+        m_s, m_t = (self._means[0] @ self._dense(self.diffusion.mean_coefficient(tau)).T for tau in (s, t))
+        return (m_t + (u - m_s) @ phi.T).reshape(np.shape(x_s))
 
     @cached_property
     def _flow_basis(self) -> np.ndarray | None:
@@ -506,9 +508,9 @@ class DiracData(GaussianData):
 
 
 # ---------------------------------------------------------------------- table builders
-def _factor_tables(method: str):
+def _factor_tables(which: str):
     def build(problem: _GaussianComponents, t: float) -> tuple[np.ndarray]:
-        return (problem._dense(getattr(problem.diffusion, method)(t)),)
+        return (problem._dense(factor(problem.diffusion, t, which)),)
 
     return build
 
@@ -521,8 +523,8 @@ def _data_tables(problem: _GaussianComponents, t: float) -> tuple[np.ndarray, np
 
 _TABLE_BUILDERS = {
     "density": _GaussianComponents._density_tables,
-    "R": _factor_tables("gddim_factor"),
-    "L": _factor_tables("cholesky"),
+    "R": _factor_tables("R"),
+    "L": _factor_tables("L"),
     "data": _data_tables,
 }
 
@@ -588,13 +590,6 @@ def _check_finite(values, shape: tuple, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite")
     return a
-
-
-def _tolerance(value: float, name: str) -> float:
-    v = float(value)
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite tolerance; got {value!r}")
-    return v
 
 
 def _psd_root(cov: np.ndarray) -> np.ndarray:
