@@ -94,23 +94,14 @@ def fold_corrector(state: np.ndarray, history: np.ndarray, orders: np.ndarray,
     history, orders
         Tables of the equivalent one-evaluation-per-step sampler.
     """
-    n = state.shape[0]
     orders = np.asarray(orders, dtype=int)
-    counts = np.asarray(corrector_counts, dtype=int)
-    if n < 2:
-        raise ValueError("the corrector needs at least 2 steps (the last step is never corrected)")
-    width = int(max(history.shape[1], counts[:-1].max(), orders[:-1].max() + 1))
-    out = np.zeros((n, width) + history.shape[2:])
+    fields = correction_tables(history, orders, corrector, corrector_counts)
+    delta, rows = fields["correction"], fields["correction_orders"]
+    width = max(history.shape[1], delta.shape[1])
+    out = np.zeros((state.shape[0], width) + history.shape[2:])
     out[:, : history.shape[1]] = history
-    new_orders = orders.copy()
-    for k in range(n - 1):
-        p = max(int(counts[k]), int(orders[k]) + 1)
-        delta = np.zeros((p,) + history.shape[2:])
-        delta[: counts[k]] = corrector[k, : counts[k]]
-        delta[1: orders[k] + 1] -= history[k, : orders[k]]
-        out[k + 1, :p] += state[k + 1] @ delta
-        new_orders[k + 1] = max(int(orders[k + 1]), p)
-    return out, new_orders
+    out[1:, : delta.shape[1]] += state[1:, None] @ delta[1:]
+    return out, np.maximum(orders, rows)
 
 
 def correction_tables(history: np.ndarray, orders: np.ndarray, corrector: np.ndarray, corrector_counts: np.ndarray,
