@@ -98,10 +98,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     converted network outputs) are recycled; an array handed to ``eps_fn`` or the caller is never
     written to afterwards.
     """
-    if on_nonfinite not in ("raise", "return"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
-    if not callable(eps_fn):
-        raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
+    check_call(eps_fn, on_nonfinite)
     xp = namespace_of(x, "x")
     out_dtype = x.dtype
     work = working_dtype(xp, out_dtype, "x")
@@ -172,11 +169,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
         t = ts[k]
         x_in = to_caller(u)
         y = eps_fn(x_in, t)
-        if type(y) is not x_type or y.dtype != work or device_of(y) != dev:
-            check_like(xp, x, y, "eps_fn", "x")
-        if tuple(y.shape) != shape:
-            raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at step {k} (t={t:g}); expected the state's "
-                             f"shape {shape}")
+        check_output(xp, x, y, f"step {k} (t={t:g})", fast=type(y) is x_type and y.dtype == work and device_of(y) == dev)
         yw = y if y.dtype == work else xp.astype(y, work)
         if check_finite:
             sums.append(xp.sum(yw))
@@ -239,6 +232,25 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     if check_finite:
         report_nonfinite(xp, sums, ts, result, on_nonfinite)
     return result
+
+
+def check_call(eps_fn, on_nonfinite: str) -> None:
+    """Validate the arguments every sampler loop shares: the network and the non-finite policy."""
+    if on_nonfinite not in ("raise", "return"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
+    if not callable(eps_fn):
+        raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
+
+
+def check_output(xp, x, y, where: str, fast: bool = False) -> None:
+    """Check a network output ``y`` against the state ``x``: library, device, dtype kind and shape.
+
+    ``fast`` skips the library/device check when the caller already knows they match (no host work).
+    """
+    if not fast:
+        check_like(xp, x, y, "eps_fn", "x")
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at {where}; expected the state's shape {tuple(x.shape)}")
 
 
 def report_nonfinite(xp, sums: list, times, result: SampleResult, on_nonfinite: str, unit: str = "step") -> None:

@@ -41,8 +41,7 @@ from scipy.integrate import DOP853, RK23, RK45
 from scipy.linalg import solve_continuous_lyapunov
 
 from .backends import device_of, kernels_for, namespace_of, noise_source, operator_for, run_tables, working_dtype
-from .backends.loop import progress_bar, report_nonfinite
-from .backends.namespace import check_like
+from .backends.loop import check_call, check_output, progress_bar, report_nonfinite
 from .cld import CLD
 from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
@@ -274,8 +273,6 @@ class _ArrayRun:
 
     def __init__(self, diffusion: LinearDiffusion, eps_fn, x, *, block_axis: int, check_finite: bool,
                  stochastic: bool = False, rng=None, noise=None):
-        if not callable(eps_fn):
-            raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
         xp = namespace_of(x, "x")
         self.xp, self.x, self.eps_fn, self.check_finite = xp, x, eps_fn, check_finite
         self.work_dtype = working_dtype(xp, x.dtype, "x")
@@ -301,10 +298,7 @@ class _ArrayRun:
         """The network at the mode-coordinate state ``u`` and time ``t``: ``(raw output, output in modes)``."""
         t = float(t)
         y = self.eps_fn(self.to_caller(u), t)
-        check_like(self.xp, self.x, y, "eps_fn", "x")
-        if tuple(y.shape) != tuple(self.x.shape):
-            raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at evaluation {self.nfe} (t={t:g}); "
-                             f"expected the state's shape {tuple(self.x.shape)}")
+        check_output(self.xp, self.x, y, f"evaluation {self.nfe} (t={t:g})")
         self.nfe += 1
         yw = y if y.dtype == self.work_dtype else self.xp.astype(y, self.work_dtype)
         if self.check_finite:
@@ -332,11 +326,6 @@ class _ArrayRun:
         res = SampleResult(x=self.to_caller(u), ts=np.asarray(ts), nfe=self.nfe, trajectory=trajectory)
         report_nonfinite(self.xp, self._sums, self._times, res, on_nonfinite, unit="evaluation")
         return res
-
-
-def _check_on_nonfinite(on_nonfinite: str) -> None:
-    if on_nonfinite not in ("raise", "return"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
 
 
 def _denoised(plan, head: SampleResult, eps_fn, callback, return_trajectory: bool, check_finite: bool,
@@ -422,7 +411,7 @@ class Heun:
                return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
                block_axis: int = -1) -> SampleResult:
         """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables` (no noise is drawn)."""
-        _check_on_nonfinite(on_nonfinite)
+        check_call(eps_fn, on_nonfinite)
         run = _ArrayRun(self.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite)
         tab = {name: run.prepare(table) for name, table in self.tables.items()}
         n = len(self.ts) - 1
@@ -556,7 +545,7 @@ class SSCS:
                return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
                block_axis: int = -1) -> SampleResult:
         """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables`."""
-        _check_on_nonfinite(on_nonfinite)
+        check_call(eps_fn, on_nonfinite)
         run = _ArrayRun(self.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite,
                         stochastic=True, rng=rng, noise=noise)
         tab = {name: run.prepare(table) for name, table in self.tables.items()}
@@ -666,9 +655,7 @@ class ProbabilityFlowIVP:
         ``rng``/``noise`` are unused (the flow is deterministic); ``return_trajectory`` keeps the
         state at every accepted step; ``check_finite``/``on_nonfinite`` as in ``run_tables``.
         """
-        _check_on_nonfinite(on_nonfinite)
-        if not callable(eps_fn):
-            raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
+        check_call(eps_fn, on_nonfinite)
         xp = namespace_of(x, "x")
         working_dtype(xp, x.dtype, "x")
         dev, dtype, shape = device_of(x), x.dtype, tuple(x.shape)
@@ -683,10 +670,7 @@ class ProbabilityFlowIVP:
                 raise _BudgetSpent(f"the evaluation budget nfe={self.max_nfe} was spent at t={t:g} before t_end; "
                                    "loosen rtol/atol or raise nfe")
             y = eps_fn(xp.asarray(u, dtype=dtype, device=dev), t)
-            check_like(xp, x, y, "eps_fn", "x")
-            if tuple(y.shape) != shape:
-                raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at evaluation {nfe} (t={t:g}); "
-                                 f"expected the state's shape {shape}")
+            check_output(xp, x, y, f"evaluation {nfe} (t={t:g})")
             nfe += 1
             y = _to_numpy(y)
             if check_finite and not np.all(np.isfinite(y)):
