@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
+import gddim_numerics as gd
 from gddim_numerics.layout import dense_operator
 
 
@@ -81,8 +82,6 @@ def relative_error(a, b) -> float:
 
 def random_dense(seed: int, k: int = 3):
     """A random stable ``beta(t) A`` diffusion with full-rank Q and a small PD Sigma_0."""
-    import gddim_numerics as gd
-
     rng = np.random.default_rng(seed)
     m = rng.standard_normal((k, k))
     m *= 1.5 / np.linalg.norm(m, 2)
@@ -99,3 +98,19 @@ def lagrange(nodes, j, x):
         if i != j:
             out = out * (x - p) / (nodes[j] - p)
     return out
+
+
+# Gaussian data with S != Sigma_0 for convergence-order tests: (diffusion factory, event shape, mu, S)
+GAUSSIAN_CASES = {
+    "vp": (gd.VPSDE.linear, (2,), np.array([0.5, -0.3]), 0.25 * np.eye(2)),
+    "cld": (gd.CLD, (1, 2), np.array([0.5, 0.0]), np.diag([0.25, 0.01 + 1e-6])),
+}
+
+
+def gaussian_case(name: str, t_end: float = 0.1):
+    """``(sde, data, x, ref)``: 4 start points and the DOP853 PF-ODE reference from ``t_start`` to ``t_end``."""
+    make, ev, mu, cov = GAUSSIAN_CASES[name]
+    sde = make()
+    data = Gaussian(sde, ev, mu, cov)
+    x = np.random.default_rng(0).standard_normal((4,) + ev)
+    return sde, data, x, data.flow_ode(x, sde.t_start, t_end)

@@ -22,7 +22,7 @@ from gddim_numerics.backends import run_tables
 from gddim_numerics.corrector import correction_tables, corrector_orders, fold_corrector, perturbation_gain
 from gddim_numerics.plans import multistep_weights, step_orders
 from gddim_numerics.tables import StepTables
-from gaussian_helpers import Gaussian, lagrange, relative_error
+from gaussian_helpers import GAUSSIAN_CASES, Gaussian, gaussian_case, lagrange, relative_error
 from test_data_form import VARIABLES, dirac_case, dirac_tolerance, variable_of
 
 
@@ -258,24 +258,13 @@ def test_stable_eps_corrector_does_not_warn():
     assert tables.info["dirac_gain"] <= 20
 
 
-CONV = {
-    "vp": (gd.VPSDE.linear, (2,), np.array([0.5, -0.3]), 0.25 * np.eye(2)),
-    "cld": (gd.CLD, (1, 2), np.array([0.5, 0.0]), np.diag([0.25, 0.01 + 1e-6])),
-}
-
-
 @pytest.mark.parametrize("name,form,order", [("vp", "data", 1), ("vp", "eps", 1), ("vp", "eps", 2),
                                              ("cld", "data", 1), ("cld", "data", 2), ("cld", "eps", 1),
                                              ("cld", "eps", 2)])
 def test_corrector_raises_the_order_by_one(name, form, order):
     """Gaussian data on [1, 0.1]: with the corrector the fitted slope is within 0.25 of q + 1 (N = 16..64 on CLD,
     16..128 on VP)."""
-    make, ev, mu, cov = CONV[name]
-    sde = make()
-    data = Gaussian(sde, ev, mu, cov)
-    x = np.random.default_rng(0).standard_normal((4,) + ev)
-    ts0 = gd.time_grid(sde, 8, "power", t_end=0.1)
-    ref = data.flow_ode(x, ts0[0], ts0[-1])
+    sde, data, x, ref = gaussian_case(name)
     ns = [16, 32, 64] if name == "cld" else [16, 32, 64, 128]
     errors = [relative_error(gd.GDDIM(sde, gd.time_grid(sde, n, "power", t_end=0.1), order=order, form=form,
                                       corrector=True).sample(data.eps_fn(), x).x, ref) for n in ns]
@@ -421,7 +410,7 @@ def _affine_output(data, output):
 def test_output_law_follows_the_correction(name, form, output):
     """affine_law.output_law of a corrected plan is the sampler's own affine map: its mean from a point start
     equals the sample to 1e-10, and its covariance is G C G^T with G the sampler's response to unit vectors."""
-    make, ev, mu, cov = CONV[name]
+    make, ev, mu, cov = GAUSSIAN_CASES[name]
     sde = make()
     data = Gaussian(sde, ev, mu, cov)
     ts = gd.time_grid(sde, 9, "power", power=3)

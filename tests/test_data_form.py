@@ -16,7 +16,7 @@ from numpy.polynomial import polynomial as P
 from scipy.integrate import quad_vec
 
 import gddim_numerics as gd
-from gaussian_helpers import Gaussian, lagrange, random_dense, relative_error
+from gaussian_helpers import GAUSSIAN_CASES, Gaussian, gaussian_case, lagrange, random_dense, relative_error
 from gddim_numerics.plans import extrapolation_variable, multistep_weights
 
 
@@ -221,20 +221,9 @@ def test_data_form_accepts_every_output_type(output):
     assert relative_error(out, ref) <= 1e-10
 
 
-CONV = {
-    "vp": (gd.VPSDE.linear, (2,), np.array([0.5, -0.3]), 0.25 * np.eye(2)),
-    "cld": (gd.CLD, (1, 2), np.array([0.5, 0.0]), np.diag([0.25, 0.01 + 1e-6])),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(CONV))
+@pytest.fixture(scope="module", params=sorted(GAUSSIAN_CASES))
 def conv_case(request):
-    make, ev, mu, cov = CONV[request.param]
-    sde = make()
-    data = Gaussian(sde, ev, mu, cov)
-    x = np.random.default_rng(0).standard_normal((4,) + ev)
-    ts0 = gd.time_grid(sde, 8, "power", t_end=0.1)
-    return request.param, sde, data, x, data.flow_ode(x, ts0[0], ts0[-1])
+    return (request.param,) + gaussian_case(request.param)
 
 
 @pytest.mark.parametrize("order", [1, 2])

@@ -8,22 +8,11 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
-from gaussian_helpers import Gaussian, relative_error
+from gaussian_helpers import GAUSSIAN_CASES, gaussian_case, relative_error
 
-CASES = {
-    "vp": (lambda: gd.VPSDE.linear(), (2,), np.array([0.5, -0.3]), 0.25 * np.eye(2)),
-    "cld": (lambda: gd.CLD(), (1, 2), np.array([0.5, 0.0]), np.diag([0.25, 0.01 + 1e-6])),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(CASES))
+@pytest.fixture(scope="module", params=sorted(GAUSSIAN_CASES))
 def case(request):
-    make, ev, mu, cov = CASES[request.param]
-    sde = make()
-    data = Gaussian(sde, ev, mu, cov)
-    x = np.random.default_rng(0).standard_normal((4,) + ev)
-    ts0 = gd.time_grid(sde, 32, "power", t_end=0.1)
-    return sde, data, x, data.flow_ode(x, ts0[0], ts0[-1])
+    return gaussian_case(request.param)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
