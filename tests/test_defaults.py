@@ -85,3 +85,16 @@ def test_tuned_beats_paper_on_the_tuning_gaussian(kind):
     for nfe in (10, 20):
         tuned = defaults.evaluate(case, nfe, defaults._fit_to_steps(defaults.tuned_options(case.diffusion, nfe), nfe))
         assert tuned * 3 <= defaults.paper_error(case, nfe), (nfe, tuned, defaults.paper_error(case, nfe))
+
+
+def test_study_error_matches_an_independent_reference():
+    """The study's error (paper scheme, VP, tuning Gaussian, NFE 10) equals the Frobenius error against a DOP853
+    PF-ODE solve with the exact Gaussian score written in tests/gaussian_helpers (no problems.py, no R)."""
+    case = defaults.study_case("vp", "gauss")
+    problem, sde = case.problem, case.diffusion
+    data = Gaussian(sde, problem.event_shape, np.ravel(problem.mean), problem.cov)
+    ref = data.flow_ode(case.x_start, sde.t_start, sde.t_end)
+    ts = gd.time_grid(sde, 10, "power", power=2.0)
+    out = gd.GDDIM(sde, ts, order=2).sample(data.eps_fn(), case.x_start).x
+    independent = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    assert defaults.paper_error(case, 10) == pytest.approx(independent, rel=1e-6)
