@@ -43,7 +43,6 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as array_device
 from array_api_compat import numpy as np_xp
-from scipy.integrate import solve_ivp
 
 from ._checks import positive, symmetric_positive_definite
 from .diffusion import LinearDiffusion, batched_inverse
@@ -288,6 +287,7 @@ class _GaussianComponents:
         if s == t:
             return u.copy()
         shape = u.shape
+        from scipy.integrate import solve_ivp
         sol = solve_ivp(lambda tau, y: self._pf_rows(y.reshape(shape), tau).ravel(), (s, t), u.ravel(),
                         method="DOP853", rtol=rtol, atol=atol)
         if not sol.success:
@@ -481,6 +481,7 @@ class GaussianData(_GaussianComponents):
             a = f + 0.5 * np.linalg.solve(self.marginal(tau)[1], gg).T  # F + GG C^{-1} / 2
             return (a @ y.reshape(d, d)).ravel()
 
+        from scipy.integrate import solve_ivp
         sol = solve_ivp(rhs, (s, t), np.eye(d).ravel(), method="DOP853", rtol=1e-12, atol=1e-14)
         if not sol.success:
             raise RuntimeError(f"exact-flow ODE solve failed: {sol.message}")

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import gddim_numerics as gd
-from gddim_numerics import baselines  # noqa: F401  (importing registers the baseline methods)
 from gddim_numerics import defaults
 from gddim_numerics.layout import dense_operator
 
