@@ -5,7 +5,7 @@ gDDIM factors, time grids, and sampler plans. Array execution lives in
 :mod:`gddim_numerics.backends`; studies and the command line in :mod:`gddim_numerics.validation`.
 """
 
-from .bases import DCTBasis, IdentityBasis
+from .bases import DCTBasis, IdentityBasis, OrthogonalBasis
 from .bdm import BDM
 from .cld import CLD
 from .diffusion import LinearDiffusion, ScalarModesDiffusion
@@ -48,6 +48,7 @@ __all__ = [
     "ScalarModesDiffusion",
     "LinearSDE",
     "NoiseSchedule",
+    "OrthogonalBasis",
     "TanLogSNRSchedule",
     "VESDE",
     "VPSDE",
