@@ -59,6 +59,11 @@ def run_ivp(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progre
     working_dtype(xp, x.dtype, "x")
     dev, dtype, shape = device_of(x), x.dtype, tuple(x.shape)
     host = _to_numpy(x)
+    if check_finite and not np.all(np.isfinite(host)):
+        msg = "x, the start state, has NaN or Inf entries; check how the start state was drawn or scaled"
+        if on_nonfinite == "raise":
+            raise FloatingPointError(msg)
+        return SampleResult(x=x, ts=np.asarray(plan.ts[:1]), nfe=0, success=False, message=msg, status=-1)
     op = operator_for(plan.diffusion, kernels_for(np_xp, np.float64, "cpu"), shape, block_axis)
     budget = None if plan.max_nfe is None else plan.max_nfe - int(plan.denoise)
     nfe = 0

@@ -162,7 +162,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     xw = x if work == out_dtype else xp.astype(x, work)
     u = to_modes(xw)
     hist: dict[int, tuple[Any, bool]] = {}  # step -> (h, owned by the loop)
-    sums = []
+    sums = [xp.sum(u)] if check_finite else []  # the start state's, then one per evaluation
     trajectory = [x] if return_trajectory else None
     x_type = type(x)
     for k in progress_bar(range(n), progress):
@@ -254,19 +254,24 @@ def check_output(xp, x, y, where: str, fast: bool = False) -> None:
 
 
 def report_nonfinite(xp, sums: list, times, result: SampleResult, on_nonfinite: str, unit: str = "step") -> None:
-    """Check the per-evaluation sums of the network outputs once, after the loop (one host read).
+    """Check the sums of the start state and of the network outputs once, after the loop (one host read).
 
-    The first non-finite sum names the ``unit`` index and its time; raise a ``FloatingPointError`` or
-    mark ``result`` as failed (``on_nonfinite="return"``).
+    ``sums[0]`` is the start state's sum, ``sums[1 + i]`` that of evaluation ``i``. A non-finite start
+    state is reported as such; otherwise the first non-finite output names the ``unit`` index and
+    its time. Raise a ``FloatingPointError`` or mark ``result`` as failed (``on_nonfinite="return"``).
     """
     if not sums:
         return
     finite = xp.isfinite(xp.stack(sums))
     if bool(xp.all(finite)):
         return
-    bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8)))
-    msg = (f"eps_fn returned NaN or Inf at {unit} {bad} (t={float(times[bad]):.6g}); the states after it are not "
-           "meaningful. Check the network's input scaling and dtype at that time.")
+    bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8))) - 1
+    if bad < 0:
+        msg = ("x, the start state, has NaN or Inf entries (found after the run, which did not stop for them); "
+               "check how the start state was drawn or scaled")
+    else:
+        msg = (f"eps_fn returned NaN or Inf at {unit} {bad} (t={float(times[bad]):.6g}); the states after it are "
+               "not meaningful. Check the network's input scaling and dtype at that time.")
     if on_nonfinite == "raise":
         raise FloatingPointError(msg)
     result.success, result.status, result.message = False, -1, msg

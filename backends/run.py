@@ -38,7 +38,7 @@ class ArrayRun:
         self._draw = noise_source(xp, x, self.work_dtype, rng=rng, noise=noise) if stochastic else None
         self.start = self._modes(x if x.dtype == self.work_dtype else xp.astype(x, self.work_dtype))
         self.nfe = 0
-        self._sums: list = []
+        self._sums: list = [xp.sum(self.start)] if check_finite else []  # the start state's, then one per evaluation
         self._times: list[float] = []
 
     def _modes(self, v):
