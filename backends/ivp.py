@@ -16,10 +16,10 @@ from scipy.integrate import DOP853, RK23, RK45
 from gddim_numerics.result import SampleResult
 
 from .kernels import kernels_for
-from .loop import check_call, check_output
 from .namespace import device_of, namespace_of, working_dtype
 from .operators import operator_for
-from .run import denoised
+from .multistage import denoised
+from .run import check_call, check_output
 
 SOLVERS = {"RK23": RK23, "RK45": RK45, "DOP853": DOP853}
 

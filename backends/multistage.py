@@ -7,20 +7,23 @@ the plans' docstrings. Keywords as :func:`~gddim_numerics.backends.loop.run_tabl
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from gddim_numerics.result import SampleResult
+import numpy as np
 
-from .loop import check_call, progress_bar
-from .run import ArrayRun, denoised
+from gddim_numerics.result import SampleResult, StepInfo
+
+from .loop import run_tables
+from .run import ArrayRun, progress_bar
 
 
 def run_heun(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progress: bool = False,
              return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
              block_axis: int = -1) -> SampleResult:
     """Probability-flow Heun from ``x`` at ``plan.ts[0]`` (``rng``/``noise`` unused: no noise is drawn)."""
-    check_call(eps_fn, on_nonfinite)
-    run = ArrayRun(plan.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite)
+    run = ArrayRun(plan.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite,
+                   on_nonfinite=on_nonfinite)
     tab = {name: run.prepare(table) for name, table in plan.tables.items()}
     ts = plan.ts
     n = len(ts) - 1
@@ -41,7 +44,7 @@ def run_heun(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progr
         u = u_next
         if return_trajectory:
             trajectory.append(run.to_caller(u))
-    head = run.result(u, ts, trajectory, on_nonfinite)
+    head = run.result(u, ts, trajectory)
     return denoised(plan, head, eps_fn, callback, return_trajectory, check_finite, on_nonfinite, block_axis)
 
 
@@ -49,9 +52,8 @@ def run_sscs(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progr
              return_trajectory: bool = False, check_finite: bool = True, on_nonfinite: str = "raise",
              block_axis: int = -1) -> SampleResult:
     """CLD's SSCS from ``x`` at ``plan.ts[0]``; noise draws ``2k`` and ``2k + 1`` serve step ``k``."""
-    check_call(eps_fn, on_nonfinite)
     run = ArrayRun(plan.diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite,
-                   stochastic=True, rng=rng, noise=noise)
+                   on_nonfinite=on_nonfinite, stochastic=True, rng=rng, noise=noise)
     tab = {name: run.prepare(table) for name, table in plan.tables.items()}
     ts = plan.ts
     u = run.start
@@ -65,5 +67,24 @@ def run_sscs(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progr
                         (tab["second_noise"][k], run.draw(2 * k + 1)))
         if return_trajectory:
             trajectory.append(run.to_caller(u))
-    head = run.result(u, ts, trajectory, on_nonfinite)
+    head = run.result(u, ts, trajectory)
     return denoised(plan, head, eps_fn, callback, return_trajectory, check_finite, on_nonfinite, block_axis)
+
+
+def denoised(plan, head: SampleResult, eps_fn, callback, return_trajectory: bool, check_finite: bool,
+              on_nonfinite: str, block_axis: int) -> SampleResult:
+    """``head`` followed by the final denoising step (MATH.md §3.6) when the plan asks for it."""
+    if not plan.denoise or not head.success:
+        return head
+    t_end = float(head.ts[-1])
+    steps = len(head.ts) - 1
+
+    def shifted(info: StepInfo) -> None:
+        callback(dataclasses.replace(info, step=info.step + steps, nfe=info.nfe + head.nfe))
+
+    tail = run_tables(plan.diffusion, plan.denoise_step(t_end), eps_fn, head.x,
+                      callback=None if callback is None else shifted, return_trajectory=return_trajectory,
+                      check_finite=check_finite, on_nonfinite=on_nonfinite, block_axis=block_axis)
+    return SampleResult(x=tail.x, ts=np.concatenate([head.ts, tail.ts[1:]]), nfe=head.nfe + tail.nfe,
+                        trajectory=head.trajectory + tail.trajectory[1:] if return_trajectory else None,
+                        success=tail.success, message=tail.message, status=tail.status, info=head.info)

@@ -1,4 +1,4 @@
-"""The run context of the multi-evaluation samplers (Heun, SSCS) and their final denoising step.
+"""The run context every sampler loop shares, and the checks of its arguments and outputs.
 
 :class:`ArrayRun` holds what one sample call needs on the caller's arrays: namespace, working
 dtype, the diffusion's mode operator, counted and checked network evaluations, noise, the
@@ -7,7 +7,7 @@ non-finite report and the result, so that a sampler's loop is only its step.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -15,34 +15,46 @@ from gddim_numerics.diffusion import LinearDiffusion
 from gddim_numerics.result import SampleResult, StepInfo
 
 from .kernels import kernels_for
-from .loop import check_output, report_nonfinite, run_tables
-from .namespace import device_of, namespace_of, working_dtype
+from .namespace import check_like, device_of, namespace_of, working_dtype
 from .noise import noise_source
 from .operators import operator_for
 
 
 class ArrayRun:
-    """One sample call of a multi-stage sampler: the caller's namespace, the mode operator, counted evaluations.
+    """One sample call on the caller's arrays: the context every sampler loop shares.
 
-    States are kept in mode coordinates in the working dtype (the state's own float32/float64;
-    float32 for half precision), as in :func:`~gddim_numerics.backends.run_tables`; every
-    combination is a new array (no buffer recycling: these baselines are for accuracy studies).
+    Namespace, working dtype, device, kernels and the diffusion's mode operator of the state ``x``;
+    the start state in mode coordinates (:attr:`start`); counted, checked evaluations of the
+    network; noise; the per-evaluation sums that find non-finite values after the loop (the start
+    state's first); and the result. States are kept in mode coordinates in the working dtype (the
+    state's own float32/float64; float32 for half precision). :func:`~.loop.run_tables` uses the
+    context with its own recycled buffers; the multi-evaluation samplers use :meth:`evaluate`,
+    :meth:`combine` and :meth:`draw`, which make new arrays.
     """
 
     def __init__(self, diffusion: LinearDiffusion, eps_fn, x, *, block_axis: int, check_finite: bool,
-                 stochastic: bool = False, rng=None, noise=None):
+                 on_nonfinite: str, stochastic: bool = False, rng=None, noise=None):
+        check_call(eps_fn, on_nonfinite)
         xp = namespace_of(x, "x")
-        self.xp, self.x, self.eps_fn, self.check_finite = xp, x, eps_fn, check_finite
+        self.xp, self.x, self.eps_fn = xp, x, eps_fn
+        self.check_finite, self.on_nonfinite = check_finite, on_nonfinite
+        self.out_dtype = x.dtype
         self.work_dtype = working_dtype(xp, x.dtype, "x")
-        self.op = operator_for(diffusion, kernels_for(xp, self.work_dtype, device_of(x)), tuple(x.shape), block_axis)
-        self._draw = noise_source(xp, x, self.work_dtype, rng=rng, noise=noise) if stochastic else None
-        self.start = self._modes(x if x.dtype == self.work_dtype else xp.astype(x, self.work_dtype))
+        self.device = device_of(x)
+        self.shape = tuple(x.shape)
+        self.kern = kernels_for(xp, self.work_dtype, self.device)
+        self.op = operator_for(diffusion, self.kern, self.shape, block_axis)
+        self.noise = noise_source(xp, x, self.work_dtype, rng=rng, noise=noise) if stochastic else None
+        xw = x if x.dtype == self.work_dtype else xp.astype(x, self.work_dtype)
+        self.start = self.to_modes(xw)
         self.nfe = 0
-        self._sums: list = [xp.sum(self.start)] if check_finite else []  # the start state's, then one per evaluation
-        self._times: list[float] = []
+        #: sums of the start state, then of each evaluation's output, looked at once after the loop
+        self.sums: list = [xp.sum(self.start)] if check_finite else []
+        self.times: list[float] = []
 
-    def _modes(self, v):
-        return self.op.to_modes(v)
+    def to_modes(self, v, out=None):
+        """Mode coordinates of an array in the caller's layout (``out``: a buffer; the array itself without a transform)."""
+        return self.op.to_modes(v, out) if self.op.transforms else v
 
     def prepare(self, table: np.ndarray) -> list:
         """Per-step array-side coefficients of a host table ``(N, M, k, k)`` (moved once per call)."""
@@ -60,13 +72,13 @@ class ArrayRun:
         self.nfe += 1
         yw = y if y.dtype == self.work_dtype else self.xp.astype(y, self.work_dtype)
         if self.check_finite:
-            self._sums.append(self.xp.sum(yw))
-            self._times.append(t)
-        return y, self._modes(yw)
+            self.sums.append(self.xp.sum(yw))
+            self.times.append(t)
+        return y, self.op.to_modes(yw)
 
     def draw(self, index: int):
-        """Standard normal noise number ``index`` (a user ``noise(index, shape)`` callable sees ``index``)."""
-        return self._modes(self._draw(index))
+        """Standard normal noise number ``index`` in mode coordinates (a user ``noise(index, shape)`` sees ``index``)."""
+        return self.op.to_modes(self.noise(index))
 
     def report(self, callback, k: int, ts: np.ndarray, u, y_raw, y, data: tuple) -> None:
         """Call ``callback`` with the :class:`StepInfo` of step ``k``: the network saw ``u``, returned ``y_raw``."""
@@ -77,29 +89,63 @@ class ArrayRun:
     def to_caller(self, u):
         """A mode-coordinate state as an array of the caller's layout and dtype."""
         v = self.op.from_modes(u)
-        return v if v.dtype == self.x.dtype else self.xp.astype(v, self.x.dtype)
+        return v if v.dtype == self.out_dtype else self.xp.astype(v, self.out_dtype)
 
-    def result(self, u, ts: np.ndarray, trajectory, on_nonfinite: str) -> SampleResult:
-        """The :class:`SampleResult`; non-finite outputs are detected here, with one host transfer."""
+    def result(self, u, ts: np.ndarray, trajectory, unit: str = "evaluation") -> SampleResult:
+        """The :class:`SampleResult`; non-finite values are detected here, with one host transfer."""
         res = SampleResult(x=self.to_caller(u), ts=np.asarray(ts), nfe=self.nfe, trajectory=trajectory)
-        report_nonfinite(self.xp, self._sums, self._times, res, on_nonfinite, unit="evaluation")
+        report_nonfinite(self.xp, self.sums, self.times, res, self.on_nonfinite, unit=unit)
         return res
 
 
-def denoised(plan, head: SampleResult, eps_fn, callback, return_trajectory: bool, check_finite: bool,
-              on_nonfinite: str, block_axis: int) -> SampleResult:
-    """``head`` followed by the final denoising step (MATH.md §3.6) when the plan asks for it."""
-    if not plan.denoise or not head.success:
-        return head
-    t_end = float(head.ts[-1])
-    steps = len(head.ts) - 1
+def check_call(eps_fn, on_nonfinite: str) -> None:
+    """Validate the arguments every sampler loop shares: the network and the non-finite policy."""
+    if on_nonfinite not in ("raise", "return"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
+    if not callable(eps_fn):
+        raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
 
-    def shifted(info: StepInfo) -> None:
-        callback(dataclasses.replace(info, step=info.step + steps, nfe=info.nfe + head.nfe))
 
-    tail = run_tables(plan.diffusion, plan.denoise_step(t_end), eps_fn, head.x,
-                      callback=None if callback is None else shifted, return_trajectory=return_trajectory,
-                      check_finite=check_finite, on_nonfinite=on_nonfinite, block_axis=block_axis)
-    return SampleResult(x=tail.x, ts=np.concatenate([head.ts, tail.ts[1:]]), nfe=head.nfe + tail.nfe,
-                        trajectory=head.trajectory + tail.trajectory[1:] if return_trajectory else None,
-                        success=tail.success, message=tail.message, status=tail.status, info=head.info)
+def check_output(xp, x, y, where: str, fast: bool = False) -> None:
+    """Check a network output ``y`` against the state ``x``: library, device, dtype kind and shape.
+
+    ``fast`` skips the library/device check when the caller already knows they match (no host work).
+    """
+    if not fast:
+        check_like(xp, x, y, "eps_fn", "x")
+    if tuple(y.shape) != tuple(x.shape):
+        raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at {where}; expected the state's shape {tuple(x.shape)}")
+
+
+def report_nonfinite(xp, sums: list, times, result: SampleResult, on_nonfinite: str, unit: str = "step") -> None:
+    """Check the sums of the start state and of the network outputs once, after the loop (one host read).
+
+    ``sums[0]`` is the start state's sum, ``sums[1 + i]`` that of evaluation ``i``. A non-finite start
+    state is reported as such; otherwise the first non-finite output names the ``unit`` index and
+    its time. Raise a ``FloatingPointError`` or mark ``result`` as failed (``on_nonfinite="return"``).
+    """
+    if not sums:
+        return
+    finite = xp.isfinite(xp.stack(sums))
+    if bool(xp.all(finite)):
+        return
+    bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8))) - 1
+    if bad < 0:
+        msg = ("x, the start state, has NaN or Inf entries (found after the run, which did not stop for them); "
+               "check how the start state was drawn or scaled")
+    else:
+        msg = (f"eps_fn returned NaN or Inf at {unit} {bad} (t={float(times[bad]):.6g}); the states after it are "
+               "not meaningful. Check the network's input scaling and dtype at that time.")
+    if on_nonfinite == "raise":
+        raise FloatingPointError(msg)
+    result.success, result.status, result.message = False, -1, msg
+
+
+def progress_bar(steps: range, enabled: bool) -> Iterable[int]:
+    if not enabled:
+        return steps
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as exc:  # pragma: no cover - tqdm is an optional extra
+        raise ImportError("progress=True needs tqdm: pip install 'gddim-numerics[progress]'") from exc
+    return tqdm(steps, total=len(steps), desc="sampling", unit="step")

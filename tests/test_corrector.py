@@ -281,7 +281,7 @@ def test_bad_corrector_input():
         gd.sample(sde, lambda x, t: np.zeros_like(x), np.ones((2, 3)), method="gddim", nfe=1, corrector=True)
     with pytest.raises(ValueError, match="corrector"):
         gd.GDDIM(sde, [1.0, 0.5, 0.1], lam=0.5, corrector=True)
-    with pytest.raises(ValueError, match="corrector"):
+    with pytest.raises(TypeError, match="corrector"):
         gd.GDDIM(sde, [1.0, 0.5, 0.1], corrector="yes")
 
 
