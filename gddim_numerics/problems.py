@@ -40,9 +40,6 @@ from collections import OrderedDict
 from functools import cached_property, lru_cache
 
 import numpy as np
-from array_api_compat import array_namespace
-from array_api_compat import device as array_device
-from array_api_compat import numpy as np_xp
 
 from ._checks import positive, symmetric_positive_definite
 from .diffusion import LinearDiffusion, batched_inverse
@@ -106,6 +103,9 @@ class _GaussianComponents:
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a real scalar time; got {t!r}") from None
         return float(self.diffusion.check_times(value, name))
+
+    def _check_shape(self, shape: tuple, name: str) -> None:
+        _check_state_shape(shape, self.event_shape, name)
 
     def _host_states(self, x, name: str) -> np.ndarray:
         """``x`` as a float64 ``(B, D)`` NumPy array, after checking its event shape."""
@@ -171,24 +171,16 @@ class _GaussianComponents:
         return means, chol_inv, log_norm
 
     def _convert_tables(self, name: str, t: float, xp, dev, dtype) -> tuple:
-        return tuple(xp.asarray(a, dtype=dtype, device=dev) for a in self._host_tables(name, t))
+        from .backends.exact import convert_tables  # the array side, loaded when a network runs
+
+        return convert_tables(self._host_tables(name, t), xp, dev, dtype)
 
     # ------------------------------------------------------------------ exact outputs
-    def _evaluate(self, x, t, name: str | None, kernel):
-        """Run ``kernel(xp, rows, density_tables, name_tables)`` on ``x`` flattened to ``(B, D)`` rows."""
-        xp = array_namespace(x)
-        if not xp.isdtype(x.dtype, "real floating"):
-            raise TypeError(f"x must have a real floating dtype; got {x.dtype}")
-        _check_state_shape(tuple(x.shape), self.event_shape, "x")
-        t = self._check_time(t)
-        dev = array_device(x)
-        density = self._array_tables("density", t, xp, dev, x.dtype)
-        extra = () if name is None else self._array_tables(name, t, xp, dev, x.dtype)
-        return kernel(xp, xp.reshape(x, (-1, self.dim)), density, extra)
+    def _state_output(self, x, t, name: str | None, kernel: str):
+        """The exact network ``kernel`` (:data:`gddim_numerics.backends.exact.KERNELS`) at ``(x, t)``."""
+        from .backends.exact import state_output
 
-    def _state_output(self, x, t, name: str | None, kernel):
-        out = self._evaluate(x, t, name, kernel)
-        return array_namespace(x).reshape(out, tuple(x.shape))
+        return state_output(self, x, t, name, kernel)
 
     def score(self, x, t: float):
         r"""Exact score :math:`\nabla\log p_t(x) = -\sum_k w_k(x)(C^k_t)^{-1}(x - m^k_t)`.
@@ -205,7 +197,7 @@ class _GaussianComponents:
         array
             Same shape, namespace, device and dtype as ``x``.
         """
-        return self._state_output(x, t, None, _score_output)
+        return self._state_output(x, t, None, "score")
 
     score_fn = score  # the adapters' name for "the network returns the score"
 
@@ -215,7 +207,7 @@ class _GaussianComponents:
         For Dirac data it is :math:`R_t^{-1}(x - m_t)`, constant along probability-flow
         trajectories (MATH.md §2.4). Conventions as :meth:`score`.
         """
-        return self._state_output(x, t, "R", _noise_output)
+        return self._state_output(x, t, "R", "noise")
 
     def eps_L(self, x, t: float):
         r"""Exact Cholesky-parameterized output :math:`\epsilon_L = -L_t^\top\nabla\log p_t(x) = O_t\epsilon_R`.
@@ -223,7 +215,7 @@ class _GaussianComponents:
         ``L_t`` is the diffusion's per-mode lower Cholesky factor, :math:`O_t = L_t^{-1}R_t`.
         Conventions as :meth:`score`.
         """
-        return self._state_output(x, t, "L", _noise_output)
+        return self._state_output(x, t, "L", "noise")
 
     def data_prediction(self, x, t: float):
         r"""Exact data prediction :math:`D(x,t) = \Psi(0,t)(x + \Sigma_t\nabla\log p_t(x))`.
@@ -232,23 +224,25 @@ class _GaussianComponents:
         clean data point (MATH.md §6); for CLD its velocity part is the posterior mean of the
         clean velocity (0 for the usual means). Conventions as :meth:`score`.
         """
-        return self._state_output(x, t, "data", _data_output)
+        return self._state_output(x, t, "data", "data")
 
     def log_prob(self, x, t: float):
         r"""Log density :math:`\log p_t(x)` (log-sum-exp over components), shape ``x``'s batch axes.
 
         Same namespace, device and dtype as ``x``.
         """
-        logp = self._evaluate(x, t, None, lambda xp, u, density, _: _mixture_score(xp, u, *density)[1])
-        batch = tuple(x.shape)[: len(x.shape) - len(self.event_shape)]
-        return array_namespace(x).reshape(logp, batch)
+        from .backends.exact import log_density
+
+        return log_density(self, x, t)
 
     # ------------------------------------------------------------------ reference flow
     def _pf_rows(self, u: np.ndarray, t: float) -> np.ndarray:
         r"""Rows of :math:`F_tu - \tfrac12G_tG_t^\top\nabla\log p_t(u)` (float64, tables not cached)."""
         f = self._dense(self.diffusion.drift(t))
         gg = self._dense(self.diffusion.diffusion(t))
-        score, _ = _mixture_score(np_xp, u, *self._density_tables(t))
+        from .backends.exact import mixture_score
+
+        score, _ = mixture_score(np, u, *self._density_tables(t))
         return u @ f.T - 0.5 * score @ gg
 
     def reference_flow(self, x_s, s: float, t: float, rtol: float = 1e-10, atol: float = 1e-12) -> np.ndarray:
@@ -528,40 +522,6 @@ _TABLE_BUILDERS = {
     "L": _factor_tables("L"),
     "data": _data_tables,
 }
-
-
-# ---------------------------------------------------------------------- array-API kernels
-def _mixture_score(xp, u, means, chol_inv, log_norm):
-    r"""Score rows ``(B, D)`` and :math:`\log p_t` ``(B,)`` of a Gaussian mixture at rows ``u``.
-
-    With :math:`z_k = (u - m_k)L_k^{-\top}` (rows), :math:`\log\pi_kN_k = \mathrm{log\_norm}_k - |z_k|^2/2`;
-    the responsibilities are a max-shifted softmax and :math:`s = -\sum_k w_k z_kL_k^{-1}`
-    (:math:`= -\sum_k w_k C_k^{-1}(u - m_k)` as columns).
-    """
-    diff = xp.expand_dims(u, axis=0) - xp.expand_dims(means, axis=1)  # (K, B, D)
-    z = xp.matmul(diff, xp.matrix_transpose(chol_inv))
-    logits = xp.expand_dims(log_norm, axis=1) - 0.5 * xp.sum(z * z, axis=-1)  # (K, B)
-    top = xp.max(logits, axis=0, keepdims=True)
-    w = xp.exp(logits - top)
-    total = xp.sum(w, axis=0, keepdims=True)
-    score = -xp.sum(xp.expand_dims(w / total, axis=-1) * xp.matmul(z, chol_inv), axis=0)
-    return score, top[0, :] + xp.log(total[0, :])
-
-
-def _score_output(xp, u, density, _):
-    return _mixture_score(xp, u, *density)[0]
-
-
-def _noise_output(xp, u, density, factor):
-    r""":math:`\epsilon_K = -K^\top s`, as rows ``-s K``."""
-    return -xp.matmul(_mixture_score(xp, u, *density)[0], factor[0])
-
-
-def _data_output(xp, u, density, tables):
-    r""":math:`D = \Psi(0,t)(u + \Sigma_t s)`, as rows ``(u + s Σ_t) Ψ(t,0)^{-T}``."""
-    sigma, psi_inv_t = tables
-    score = _mixture_score(xp, u, *density)[0]
-    return xp.matmul(u + xp.matmul(score, sigma), psi_inv_t)
 
 
 # ---------------------------------------------------------------------- validation helpers
