@@ -37,10 +37,9 @@ import numpy as np
 from .corrector import corrector_fields, corrector_orders, perturbation_gain
 from .data_form import data_kernel, data_state, data_weight_sum
 from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
-from .grids import check_grid
-from .outputs import check_factor, check_output_type, factor, to_data, to_noise
+from .outputs import factor, to_data, to_noise
 from .quadrature import exponential_weights
-from .tables import StepTables, concatenate
+from .tables import StepTables
 
 MAX_ORDER = 5
 #: Plans whose Dirac perturbation gain (:func:`~gddim_numerics.corrector.perturbation_gain`) exceeds

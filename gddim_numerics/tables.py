@@ -263,9 +263,9 @@ def reference_step(tables: StepTables, k: int, u: np.ndarray, y: np.ndarray, pas
     h = y if tables.input_output is None else act(tables.input_output[k], y)
     h = h if tables.input_state is None else h + act(tables.input_state[k], u)
     hist = [h, *past]
-    for i in range(0 if tables.correction is None else int(tables.correction_orders[k])):
-        delta = act(tables.correction[k, i], hist[i]) + (delta if i else 0.0)
-    if tables.correction is not None and tables.correction_orders[k] > 0:
+    count = 0 if tables.correction is None else int(tables.correction_orders[k])
+    if count:
+        delta = sum(act(tables.correction[k, i], hist[i]) for i in range(count))
         u = u + delta
         hist[0] = h = h if tables.reanchor is None else h + act(tables.reanchor[k], delta)
     u_next = act(tables.state[k], u) + sum(act(tables.history[k, j], hist[j]) for j in range(int(tables.orders[k])))
