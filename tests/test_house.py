@@ -77,6 +77,13 @@ def test_plans_are_frozen():
     assert plan.order == gddim_module.DEFAULT_ORDER == 2
     with pytest.raises(AttributeError):
         plan.order = 9
+    cld = gd.CLD()
+    for name in ("heun", "sscs", "rk45", "em"):
+        other = gd.plan(cld, name, nfe=20)
+        with pytest.raises(AttributeError):
+            other.diffusion = gd.VPSDE.linear()
+        if isinstance(getattr(other, "tables", None), dict):
+            raise AssertionError(f"{name}: the plan's tables are a mutable dict")
 
 
 def _reference_run(tables, to_modes, from_modes, eps, x, noise):

@@ -7,7 +7,8 @@ Networks may return any output type of :mod:`gddim_numerics.outputs`; it is conv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -73,6 +74,29 @@ def checked_grid(diffusion: LinearDiffusion, ts, denoise: bool) -> np.ndarray:
     if denoise and ts[-1] <= 0:
         raise ValueError("denoise=True needs a grid that ends at t_end > 0 (the denoising step goes from t_end to 0)")
     return ts
+
+
+class FrozenPlan:
+    """Base of the plans built in ``__init__`` (Heun, SSCS, the ``solve_ivp`` plan): immutable once built.
+
+    ``__init__`` validates and sets every attribute, then calls :meth:`_freeze`; the table dict
+    becomes a read-only mapping of read-only arrays.
+    """
+
+    _frozen = False
+
+    def _freeze(self) -> None:
+        tables = getattr(self, "tables", None)
+        if tables is not None:
+            for table in tables.values():
+                table.setflags(write=False)
+            self.tables = MappingProxyType(dict(tables))
+        self._frozen = True
+
+    def __setattr__(self, name: str, value) -> None:
+        if self._frozen:
+            raise FrozenInstanceError(f"cannot assign to {name!r}: plans are immutable; build a new plan")
+        object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from ..outputs import check_output_type
 from ..plans import denoise_tables
 from ..result import SampleResult
 from ..tables import StepTables
-from .common import check_diffusion, checked_grid, data_maps, eye_like, probability_flow_coefficients
+from .common import FrozenPlan, check_diffusion, checked_grid, data_maps, eye_like, probability_flow_coefficients
 from .method import Method
 
 
-class Heun:
+class Heun(FrozenPlan):
     r"""Probability-flow Heun (explicit trapezoid rule; "2nd Heun" of Karras et al. 2022).
 
     With the PF velocity :math:`f(u, t) = V_u(t)u + V_y(t)\,y(u, t)`
@@ -65,8 +65,7 @@ class Heun:
             "predicted_state": h * vu_t, "predicted_output": h * vy_t,
         }
         self.tables.update(zip(("data_state", "data_output"), data_maps(diffusion, s, output)))
-        for table in self.tables.values():
-            table.setflags(write=False)
+        self._freeze()
 
     @property
     def nfe(self) -> int:

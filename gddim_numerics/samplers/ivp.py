@@ -13,14 +13,14 @@ from ..outputs import check_output_type
 from ..plans import denoise_tables
 from ..result import SampleResult
 from ..tables import StepTables
-from .common import check_diffusion, checked_grid, probability_flow_coefficients
+from .common import FrozenPlan, check_diffusion, checked_grid, probability_flow_coefficients
 from .method import Method
 
 #: The explicit adaptive solvers of ``scipy.integrate`` this plan can run.
 SOLVERS = ("RK23", "RK45", "DOP853")
 
 
-class ProbabilityFlowIVP:
+class ProbabilityFlowIVP(FrozenPlan):
     r"""A black-box ``scipy.integrate`` Runge–Kutta solver on the probability-flow ODE.
 
     Integrates :math:`\dot u = V_u(t)u + V_y(t)\,y(u, t)` (:func:`probability_flow_coefficients`)
@@ -77,6 +77,7 @@ class ProbabilityFlowIVP:
         t0 = diffusion.t_start if t_start is None else t_start
         t1 = diffusion.t_end if t_end is None else t_end
         self.ts = checked_grid(diffusion, [t0, t1], self.denoise)
+        self._freeze()
 
     def velocity(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """``(V_u, V_y)`` of the probability-flow velocity at ``t`` (:func:`probability_flow_coefficients`)."""

@@ -11,7 +11,7 @@ from ..outputs import check_output_type
 from ..plans import denoise_tables, psd_factor
 from ..result import SampleResult
 from ..tables import StepTables
-from .common import checked_grid, data_maps, eye_like, noise_maps
+from .common import FrozenPlan, checked_grid, data_maps, eye_like, noise_maps
 from .method import Method
 
 
@@ -64,7 +64,7 @@ def sscs_half_step(diffusion: CLD, s, t) -> tuple[np.ndarray, np.ndarray]:
     return phi[..., None, :, :], 0.5 * (cov + batched_transpose(cov))[..., None, :, :]
 
 
-class SSCS:
+class SSCS(FrozenPlan):
     r"""CLD's symmetric splitting sampler (Dockhorn et al. 2022; MATH.md §4.3).
 
     Per step from ``s`` to ``t`` (mid time :math:`m = (s+t)/2`, :math:`\Delta r = s - t`), with the
@@ -110,8 +110,7 @@ class SSCS:
             "second_noise": psd_factor(p2, "the SSCS half-step covariance"),
         }
         self.tables.update(zip(("data_state", "data_output"), data_maps(diffusion, s, output)))
-        for table in self.tables.values():
-            table.setflags(write=False)
+        self._freeze()
 
     @property
     def nfe(self) -> int:
