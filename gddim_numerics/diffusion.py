@@ -22,6 +22,7 @@ from numpy.polynomial.legendre import legval
 
 from ._checks import as_times, times_in_range
 from .bases import IdentityBasis
+from .quadrature import gauss_legendre
 
 
 def batched_inverse(a: np.ndarray) -> np.ndarray:
@@ -331,7 +332,7 @@ class _FactorByRotation:
     """
 
     def __init__(self, diffusion: LinearDiffusion, ratio: float = 1.05, n_nodes: int = 20):
-        from numpy.polynomial.legendre import leggauss, legint, legvander
+        from numpy.polynomial.legendre import legint, legvander
 
         self.diffusion = diffusion
         lo, hi = diffusion.time_range
@@ -343,7 +344,7 @@ class _FactorByRotation:
         if self.t0 < start:
             edges = np.concatenate([[self.t0], edges])
         self.edges = edges
-        x, w = leggauss(n_nodes)
+        x, w = gauss_legendre(n_nodes)
         half = 0.5 * np.diff(edges)
         nodes = 0.5 * (edges[:-1] + edges[1:])[:, None] + half[:, None] * x
         vals = _cholesky_rotation_rate(diffusion, nodes)  # (P, n, M)
