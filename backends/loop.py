@@ -1,4 +1,4 @@
-r"""The one sampler loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
+r"""The table loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
 
 Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates ``u``:
 
