@@ -91,6 +91,22 @@ def sample(diffusion: LinearDiffusion, eps_fn: Callable, x: Any, method: str = "
         end was reached (``False``/-1 e.g. after a non-finite output with ``on_nonfinite="return"`` or
         a spent budget); ``info``: method details.
 
+    Raises
+    ------
+    TypeError
+        An option the method does not take (the message lists the ones it does), or ``lam`` that is
+        not a real number.
+    ValueError
+        A bad ``nfe``, grid, ``lam`` or option value; a plan that would not fit in free memory.
+    FloatingPointError
+        A non-finite start state or network output (``on_nonfinite="raise"``).
+
+    Warns
+    -----
+    RuntimeWarning
+        A plan of more than :data:`~gddim_numerics.samplers.method.MAX_STEPS` steps, with its memory
+        estimate.
+
     Examples
     --------
     >>> import numpy as np, gddim_numerics as gd
