@@ -151,5 +151,6 @@ def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values
         t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
         kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + probe.shape[1:])
         ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
-        out[sl] = np.einsum("nm,njm,nm...->nj...", ww, ell, kern, optimize=True)
+        flat = kern.reshape(kern.shape[:2] + (-1,))  # (n, m, M k k): sum over the nodes m as one product
+        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + probe.shape[1:])
     return out
