@@ -122,3 +122,19 @@ def test_loop_matches_the_reference_step(case):
     ref = _reference_run(plan.tables, to_modes, from_modes, data.eps_R, x, noise)
     # measured max difference <= 1e-13 relative (the loop folds tables on the host: rounding only)
     assert np.abs(got - ref).max() <= 1e-10 * max(1.0, np.abs(ref).max())
+
+
+def test_a_method_supplies_its_grid_and_accepts_the_callers():
+    from gddim_numerics.defaults import tuned_plan
+
+    sde = gd.CLD()
+    own = gd.plan(sde, "gddim_tuned", nfe=10)
+    np.testing.assert_array_equal(own.ts, tuned_plan(sde, 10).ts)
+    user = gd.time_grid(sde, 10, "uniform")
+    np.testing.assert_array_equal(gd.plan(sde, "gddim_tuned", nfe=10, grid=user).ts, user)
+    heun = gd.plan(sde, "heun", nfe=10, grid="uniform")
+    assert heun.nfe == 10
+    np.testing.assert_array_equal(heun.ts, gd.time_grid(sde, 5, "uniform"))
+    np.testing.assert_array_equal(gd.plan(sde, "gddim", nfe=8, power=3).ts, gd.time_grid(sde, 8, "power", power=3))
+    with pytest.raises(ValueError, match="needs 10"):
+        gd.plan(sde, "gddim", nfe=10, grid=gd.time_grid(sde, 9))
