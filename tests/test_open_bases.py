@@ -68,7 +68,7 @@ def test_new_diffusion_samples_exactly_on_dirac_data(xp, case, order):  # noqa: 
     ts = gd.time_grid(sde, 8, "power", power=2)
     exact = data.exact_flow(x_t, ts[0], ts[-1])
     res = gd.GDDIM(sde, ts, order=order).sample(data.eps_R, xp.asarray(x_t, "float64"))
-    # measured max error 2e-15 (NumPy, array-api-strict, torch); the gDDIM step is exact on Dirac data
+    # measured max error 4.4e-16 (NumPy); the gDDIM step is exact on Dirac data, so 1e-9 has > 1e6 margin
     assert np.abs(xp.to_numpy(res.x) - exact).max() <= 1e-9
 
 
