@@ -77,13 +77,17 @@ def checked_grid(diffusion: LinearDiffusion, ts, denoise: bool) -> np.ndarray:
 
 
 class FrozenPlan:
-    """Base of the plans built in ``__init__`` (Heun, SSCS, the ``solve_ivp`` plan): immutable once built.
+    """Base of the plans whose loop lives in ``backends`` (Heun, SSCS, ``solve_ivp``): immutable once built.
 
-    ``__init__`` validates and sets every attribute, then calls :meth:`_freeze`; the table dict
-    becomes a read-only mapping of read-only arrays.
+    ``__init__`` validates and sets every attribute (``diffusion``, ``output``, ``denoise``, ...), then
+    calls :meth:`_freeze`; the table dict becomes a read-only mapping of read-only arrays.
     """
 
     _frozen = False
+
+    def denoise_step(self, t_end: float) -> StepTables:
+        """Tables of the final denoising step from ``t_end`` (run after the loop when ``denoise``)."""
+        return denoise_tables(self.diffusion, t_end, "R", self.output)
 
     def _freeze(self) -> None:
         tables = getattr(self, "tables", None)

@@ -6,9 +6,7 @@ import numpy as np
 
 from ..diffusion import LinearDiffusion
 from ..outputs import check_output_type
-from ..plans import denoise_tables
 from ..result import SampleResult
-from ..tables import StepTables
 from .common import FrozenPlan, check_diffusion, checked_grid, data_maps, eye_like, probability_flow_coefficients
 from .method import Method
 
@@ -71,10 +69,6 @@ class Heun(FrozenPlan):
     def nfe(self) -> int:
         """Network evaluations of one sample call: ``2N`` (``- 1`` with ``final_euler``, ``+ 1`` with ``denoise``)."""
         return 2 * (len(self.ts) - 1) - int(self.final_euler) + int(self.denoise)
-
-    def denoise_step(self, t_end: float) -> StepTables:
-        """Tables of the final denoising step from ``t_end`` (run after the loop when ``denoise``)."""
-        return denoise_tables(self.diffusion, t_end, "R", self.output)
 
     def sample(self, eps_fn, x, **kwargs) -> SampleResult:
         """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables` (no noise is drawn)."""

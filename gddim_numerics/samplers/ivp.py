@@ -10,9 +10,7 @@ import numpy as np
 
 from ..diffusion import LinearDiffusion
 from ..outputs import check_output_type
-from ..plans import denoise_tables
 from ..result import SampleResult
-from ..tables import StepTables
 from .common import FrozenPlan, check_diffusion, checked_grid, probability_flow_coefficients
 from .method import Method
 
@@ -82,10 +80,6 @@ class ProbabilityFlowIVP(FrozenPlan):
     def velocity(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """``(V_u, V_y)`` of the probability-flow velocity at ``t`` (:func:`probability_flow_coefficients`)."""
         return probability_flow_coefficients(self.diffusion, np.array([t]), self.output)
-
-    def denoise_step(self, t_end: float) -> StepTables:
-        """Tables of the final denoising step from ``t_end`` (run after the solve when ``denoise``)."""
-        return denoise_tables(self.diffusion, t_end, "R", self.output)
 
     def sample(self, eps_fn, x, **kwargs) -> SampleResult:
         """Solve from ``x`` at ``t_start``; ``ts`` of the result are the accepted step times.

@@ -8,9 +8,8 @@ from ..cld import CLD
 from ..diffusion import batched_inverse, batched_transpose
 from ..linear_sde import ConstantCoefficientSDE
 from ..outputs import check_output_type
-from ..plans import denoise_tables, psd_factor
+from ..plans import psd_factor
 from ..result import SampleResult
-from ..tables import StepTables
 from .common import FrozenPlan, checked_grid, data_maps, eye_like, noise_maps
 from .method import Method
 
@@ -116,10 +115,6 @@ class SSCS(FrozenPlan):
     def nfe(self) -> int:
         """Network evaluations of one sample call: ``N`` (``+ 1`` with ``denoise``)."""
         return len(self.ts) - 1 + int(self.denoise)
-
-    def denoise_step(self, t_end: float) -> StepTables:
-        """Tables of the final denoising step from ``t_end`` (run after the loop when ``denoise``)."""
-        return denoise_tables(self.diffusion, t_end, "R", self.output)
 
     def sample(self, eps_fn, x, **kwargs) -> SampleResult:
         """Run from ``x`` at ``ts[0]``; keywords as :func:`~gddim_numerics.backends.run_tables`."""
