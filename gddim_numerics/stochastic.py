@@ -51,8 +51,8 @@ STIFFNESS = 0.05
 VARIATION = 0.01
 #: Ratio ``hi / lo`` of the first, geometric cut of each step (refined by the two criteria above).
 SUBSTEP_RATIO = 1.05
-#: Refuse a plan that would need more sub-steps than this (memory ~ 1 KB per sub-step).
-MAX_SUBSTEPS = 2_000_000
+#: Refuse a plan that would need more sub-steps than this (~0.5 KB and ~5 us each).
+MAX_SUBSTEPS = 1_000_000
 _GAUSS = 0.5 + np.sqrt(15.0) / 10.0 * np.array([-1.0, 0.0, 1.0])
 
 
@@ -134,12 +134,6 @@ def _substeps(diffusion, s, t, a: float, lam):
     refine = None
     for _ in range(12):
         if refine is not None:
-            total = int(refine.sum())
-            if total > MAX_SUBSTEPS:
-                raise ValueError(
-                    f"lam={lam:g} makes the stochastic step too stiff for this diffusion and grid: it needs "
-                    f"{total} sub-steps (limit {MAX_SUBSTEPS}); use a smaller lam (the noise injected per step "
-                    "saturates long before: P -> Sigma_t as lam grows) or more grid steps")
             hi, lo, owner = _split(hi, lo, refine, geometric[step])
             step = step[owner]
         nodes = hi[:, None] + (lo - hi)[:, None] * _GAUSS
@@ -150,7 +144,13 @@ def _substeps(diffusion, s, t, a: float, lam):
         size = np.maximum(stiff / STIFFNESS, change / VARIATION)
         if np.all(size <= 1.0):
             return hi, lo, step, m
-        refine = np.where(size > 1.0, np.ceil(1.1 * size), 1).astype(np.int64)
+        refine = np.where(size > 1.0, np.ceil(1.1 * size), 1.0)
+        if refine.sum() > MAX_SUBSTEPS:
+            raise ValueError(
+                f"lam={lam:g} makes the stochastic step too stiff for this diffusion and grid: it needs "
+                f"~{refine.sum():.2g} sub-steps (limit {MAX_SUBSTEPS:.0e}); use a smaller lam"
+                " (on the default CLD grid, lam <= ~40 fits)")
+        refine = refine.astype(np.int64)
     raise ValueError(f"lam={lam:g}: the stochastic step's sub-steps did not resolve the diffusion's "
                      "noise rate (it varies too fast near the grid's ends)")
 
