@@ -98,6 +98,27 @@ def test_dense_non_commuting_diffusion_matches_the_step_ode():
     assert per_step_error(p, [r[1] for r in ref], [r[1] for r in ref]) <= 1e-11  # measured 2.5e-13
 
 
+def test_tiny_lambda_noise_keeps_its_digits():
+    r"""lam = 1e-9 on CLD: P / lam^2 equals its lam -> 0 limit, the DOP853 solution of
+    :math:`dQ = F_0Q + QF_0^\top - GG^\top`, :math:`F_0 = F + \tfrac12GG^\top\Sigma^{-1}` (P ~ 1e-18 is not
+    lost to rounding of I - W W^T)."""
+    sde = gd.CLD()
+    ts = gd.time_grid(sde, 10)
+    s, t = ts[:-1], ts[1:]
+
+    def limit(si, ti):
+        def rhs(tau, y):
+            q, gg = y.reshape(1, 2, 2), sde.diffusion(tau)
+            f0 = sde.drift(tau) + 0.5 * gg @ np.linalg.inv(sde.covariance(tau))
+            return (f0 @ q + q @ np.swapaxes(f0, -1, -2) - gg).ravel()
+
+        return solve_ivp(rhs, (si, ti), np.zeros(4), method="DOP853", rtol=1e-12, atol=1e-14).y[:, -1].reshape(1, 2, 2)
+
+    ref = np.stack([limit(a, b) for a, b in zip(s, t)])
+    _, p = stochastic_coefficients(sde, s, t, 1e-9)
+    assert per_step_error(p / 1e-18, ref, ref) <= 1e-11  # measured 1.2e-13
+
+
 def test_cld_lambda_ten_plan_is_fast_and_exact_on_dirac_data():
     """lam = 10, NFE 10 on CLD: the plan builds in well under a second of CPU (was ~100 s) and the
     sampler's exact output law on Dirac data is the true marginal at t_end."""
