@@ -51,8 +51,9 @@ STIFFNESS = 0.05
 VARIATION = 0.01
 #: Ratio ``hi / lo`` of the first, geometric cut of each step (refined by the two criteria above).
 SUBSTEP_RATIO = 1.05
-#: Refuse a plan that would need more sub-steps than this (~0.5 KB and ~5 us each).
-MAX_SUBSTEPS = 1_000_000
+#: Refuse a plan that would need more sub-steps than this (each costs ~0.35 KB of peak memory and ~5 us of CPU).
+MAX_SUBSTEPS = 500_000
+_CHUNK = 65_536
 _GAUSS = 0.5 + np.sqrt(15.0) / 10.0 * np.array([-1.0, 0.0, 1.0])
 
 
@@ -98,9 +99,16 @@ def stochastic_coefficients(diffusion: LinearDiffusion, s, t, lam: float):
 
 
 def _whitening_generator(diffusion: LinearDiffusion, tau: np.ndarray) -> np.ndarray:
-    r""":math:`M_\tau = R^{-1}GG^\top R^{-\top}`, shape ``tau.shape + (M, k, k)``."""
-    r_inv = batched_inverse(diffusion.gddim_factor(tau))
-    return r_inv @ diffusion.diffusion(tau) @ batched_transpose(r_inv)
+    r""":math:`M_\tau = R^{-1}GG^\top R^{-\top}` for ``tau`` of shape ``(S, n)``, shape ``(S, n, M, k, k)``.
+
+    Evaluated in chunks of sub-steps: :math:`R_\tau`'s own evaluation needs ~0.5 KB per time.
+    """
+    out = np.empty(tau.shape + diffusion.shape + (diffusion.block_size,))
+    for start in range(0, len(tau), _CHUNK):
+        part = tau[start:start + _CHUNK]
+        r_inv = batched_inverse(diffusion.gddim_factor(part))
+        out[start:start + _CHUNK] = r_inv @ diffusion.diffusion(part) @ batched_transpose(r_inv)
+    return out
 
 
 def _split(hi: np.ndarray, lo: np.ndarray, pieces: np.ndarray, geometric: np.ndarray):
@@ -149,7 +157,7 @@ def _substeps(diffusion, s, t, a: float, lam):
             raise ValueError(
                 f"lam={lam:g} makes the stochastic step too stiff for this diffusion and grid: it needs "
                 f"~{refine.sum():.2g} sub-steps (limit {MAX_SUBSTEPS:.0e}); use a smaller lam"
-                " (on the default CLD grid, lam <= ~40 fits)")
+                " (on the default CLD, lam <= ~30 fits)")
         refine = refine.astype(np.int64)
     raise ValueError(f"lam={lam:g}: the stochastic step's sub-steps did not resolve the diffusion's "
                      "noise rate (it varies too fast near the grid's ends)")
@@ -199,7 +207,10 @@ def _whitened_flow(diffusion, s, t, a: float, lam):
     hi, lo, step, m = _substeps(diffusion, s, t, a, lam)
     counts = np.bincount(step, minlength=len(s))
     h = lo - hi  # negative: from s down to t
-    e = _expm_minus_identity(_magnus6(m, h, a))  # (S, M, k, k)
+    e = np.empty(m.shape[:1] + m.shape[2:])  # (S, M, k, k), in chunks to bound the temporaries' memory
+    for start in range(0, len(h), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        e[part] = _expm_minus_identity(_magnus6(m[part], h[part], a))
     p = -(e + batched_transpose(e) + e @ batched_transpose(e))
     # pad each step's sub-steps to a power of two (identity: E = 0, P = 0), widest steps first, then
     # combine neighbours pairwise; in this order the steps still being combined form a prefix
