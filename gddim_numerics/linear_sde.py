@@ -98,6 +98,8 @@ class ConstantCoefficientSDE(MatrixDiffusion):
 
     def _check_beta_integral(self) -> None:
         r"""Refuse a ``beta_integral`` that is not :math:`\int_0^t\beta`: compared with adaptive quadrature at 3 times."""
+        from scipy.integrate import quad
+
         times = np.array([0.0, 0.5, 1.0]) * self.time_range[1]
         got = np.asarray(self._beta_integral(times), dtype=np.float64)
         ref = np.array([quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-10, limit=200)[0] for ti in times])
