@@ -39,7 +39,10 @@ results do not depend on the order of execution.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,7 +74,7 @@ def _stream(seed: int, *keys: str) -> np.random.Generator:
 # ------------------------------------------------------------------------------------ reference
 @dataclass(frozen=True)
 class Reference:
-    """Start points of one problem, their reference end points and which of them are robust.
+    r"""Start points of one problem, their reference end points and which of them are robust.
 
     Attributes
     ----------
@@ -93,11 +96,11 @@ class Reference:
         return int(np.sum(~self.robust))
 
 
-def robust_points(problem: gd.GaussianMixture, start: np.ndarray, end: np.ndarray, perturbed_ends: Sequence[np.ndarray],
+def robust_points(problem: gd.GaussianMixture, end: np.ndarray, perturbed_ends: Sequence[np.ndarray],
                   tight_end: np.ndarray, t_end: float) -> np.ndarray:
     """Rows whose end component agrees between ``end``, every ``perturbed_ends`` and ``tight_end``."""
     if problem.n_components == 1:
-        return np.ones(len(start), dtype=bool)
+        return np.ones(len(end), dtype=bool)
     comp = final_components(problem, end, t_end)
     keep = comp == final_components(problem, tight_end, t_end)
     for other in perturbed_ends:
@@ -106,22 +109,30 @@ def robust_points(problem: gd.GaussianMixture, start: np.ndarray, end: np.ndarra
 
 
 def compute_reference(seed: int, n_points: int) -> Reference:
-    """The :class:`Reference` of problem ``seed`` from ``n_points`` start points (module docstring)."""
+    """The :class:`Reference` of problem ``seed`` from ``n_points`` start points drawn from its exact prior."""
     fam = make_problem(seed)
-    data, s, t = fam.data, fam.diffusion.t_start, fam.diffusion.t_end
-    start = data.sample_prior(n_points, rng=_stream(seed, "start"))
-    flat = start.reshape(n_points, -1)
-    u = _stream(seed, "perturbation").standard_normal(flat.shape)
+    start = fam.data.sample_prior(n_points, rng=_stream(seed, "start"))
+    return reference_for(fam.data, start, _stream(seed, "perturbation"))
+
+
+def reference_for(data: gd.GaussianMixture, start: np.ndarray, rng: np.random.Generator) -> Reference:
+    """Reference end points of ``start`` (``(B, *event_shape)``) and their robustness (module docstring).
+
+    ``rng`` draws the perturbation directions. One component: every point is robust, no extra solve.
+    """
+    sde = data.diffusion
+    s, t, n_points = sde.t_start, sde.t_end, len(start)
+    flat = np.asarray(start, dtype=np.float64).reshape(n_points, -1)
+    u = rng.standard_normal(flat.shape)
     step = (PERTURBATION * np.linalg.norm(flat, axis=1) / np.linalg.norm(u, axis=1))[:, None] * u
-    if data.n_components == 1:  # one component: every point is robust, no extra solve
+    if data.n_components == 1:
         end = data.reference_flow(start, s, t, *REFERENCE_TOL)
         return Reference(start, end, np.ones(n_points, dtype=bool), float("nan"))
     stacked = np.concatenate([flat, flat + step, flat - step]).reshape((3 * n_points,) + start.shape[1:])
     ends = data.reference_flow(stacked, s, t, *REFERENCE_TOL).reshape(3, *start.shape)
     tight = data.reference_flow(start, s, t, *TIGHT_TOL)
-    robust = robust_points(data, start, ends[0], ends[1:], tight, t)
-    change = _row_change(ends[0][robust], tight[robust])
-    return Reference(start, ends[0], robust, change)
+    robust = robust_points(data, ends[0], ends[1:], tight, t)
+    return Reference(start, ends[0], robust, _row_change(ends[0][robust], tight[robust]))
 
 
 def _row_change(a: np.ndarray, b: np.ndarray) -> float:
@@ -298,3 +309,73 @@ def run_family(config: FamilyConfig, progress: Callable[[int, int, TaskOutcome],
     config = config.checked()
     outcomes = run_tasks(build_tasks(config), progress=progress)
     return collect(config, outcomes)
+
+
+# ------------------------------------------------------------------------------------ command line
+def add_parser(subparsers) -> None:
+    """Add the ``family`` subcommand."""
+    p = subparsers.add_parser(
+        "family", help="any sampler on a randomized problem family, as error ratios to the paper's scheme",
+        description="Run methods x NFE on a randomized family of exact-score problems (VP, VE, CLD, BDM, dense and "
+                    "time-varying diffusions; Gaussian mixtures), measure the error against a DOP853 reference on "
+                    f"robust start points, and report each method's error ÷ {PAPER}'s per NFE and diffusion kind.")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help=f"methods: {PAPER}, any of gd.METHODS, or a gddim_auto variant ({', '.join(AUTO_VARIANTS)}); "
+                        f"{PAPER} is always run (default: {PAPER}, gddim_tuned and every gddim_auto variant available)")
+    p.add_argument("--problems", type=int, metavar="N", help=f"number of problems (default {DEFAULT_PROBLEMS})")
+    p.add_argument("--first-seed", type=int, metavar="S", help=f"seed of the first problem (default {FIRST_SEED})")
+    p.add_argument("--nfe", nargs="+", type=int, metavar="N",
+                   help=f"evaluations per sample (default {' '.join(map(str, DEFAULT_NFE))})")
+    p.add_argument("--points", type=int, metavar="B", help=f"start points per problem (default {DEFAULT_POINTS})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK['problems']} problems (one per kind), NFE {' '.join(map(str, QUICK['nfe']))}, "
+                        f"{QUICK['points']} points: about a minute")
+    p.add_argument("--out", default="gddim-family", metavar="DIR",
+                   help="output folder for family.json and family.md (default ./gddim-family)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run_command)
+
+
+def config_from_args(args) -> FamilyConfig:
+    """The checked :class:`FamilyConfig` of the options (``--quick`` first, explicit options win)."""
+    base = dict(QUICK) if args.quick else {}
+    explicit = {"problems": args.problems, "first_seed": args.first_seed, "points": args.points,
+                "nfe": None if args.nfe is None else tuple(args.nfe),
+                "methods": None if args.methods is None else tuple(n for m in args.methods for n in m.split(",") if n)}
+    base.update({k: v for k, v in explicit.items() if v is not None})
+    return FamilyConfig(**base).checked()
+
+
+def _progress_printer(enabled: bool) -> Callable[[int, int, TaskOutcome], None] | None:
+    if not enabled:
+        return None
+    started = time.perf_counter()
+
+    def show(done: int, total: int, outcome: TaskOutcome) -> None:
+        if outcome.key[0] == "reference" or done == total:
+            spent = time.perf_counter() - started
+            print(f"family: {done}/{total} tasks, {spent:.0f} s, about {spent * (total - done) / done:.0f} s left",
+                  file=sys.stderr, flush=True)
+    return show
+
+
+def run_command(args) -> int:
+    """The ``family`` subcommand: check the options, run, write ``family.json`` and ``family.md`` to ``--out``."""
+    from . import report
+    from .cli import PACKAGE_DIRS, PROG
+    from .family_report import render_report, summarize
+
+    try:
+        config = config_from_args(args)
+        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+    except ValueError as err:
+        print(f"{PROG} family: error: {err}", file=sys.stderr)
+        return 2
+    results = run_family(config, _progress_printer(not args.no_progress))
+    summary = summarize(results)
+    markdown = render_report(results, summary)
+    print(markdown)
+    report.write_text_atomic(out / "family.json", json.dumps({**results, "summary": summary}, indent=1))
+    report.write_text_atomic(out / "family.md", markdown)
+    print(f"wrote family.json, family.md to {out}")
+    return 0
