@@ -12,7 +12,7 @@ from gddim_numerics.layout import basis_matrix, dense_operator
 from gddim_numerics.validation import family
 from gddim_numerics.validation.cli import main
 from gddim_numerics.validation.family_problems import FAMILY_KINDS, make_problem
-from gddim_numerics.validation.family_report import summarize
+from gddim_numerics.validation.family_report import render_report, summarize
 
 SEEDS = range(1000, 1012)  # two problems of every kind
 
@@ -122,3 +122,30 @@ def test_quick_cli_run_writes_consistent_json(tmp_path, capsys):
     assert "gddim_tuned" in (tmp_path / "family.md").read_text()
     assert main(["family", "--methods", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_summary_counts_failures_as_losses_and_checks_the_targets():
+    errors = {  # per problem: paper_q3, auto, auto_scaled3 at NFE 10 and 50
+        "paper_q3": [[1.0, 1.0], [2.0, 1.0], [4.0, 1.0]],
+        "auto": [[0.2, 0.05], [0.5, 0.08], [1.0, 0.2]],
+        "auto_scaled3": [[0.4, 0.1], [None, 0.08], ["inf", 0.1]],
+    }
+    results = {"config": {"paper": "paper_q3", "methods": list(errors), "nfe": [10, 50], "kinds": ["vp", "ve"],
+                          "first_seed": 1000, "problems": 3},
+               "problems": [{"kind": k, "points": 4, "excluded": e, "reference_tight_change": 1e-11,
+                             "errors": {m: errors[m][i] for m in errors}}
+                            for i, (k, e) in enumerate([("vp", 0), ("ve", 1), ("vp", 0)])],
+               "failures": []}
+    s = summarize(results)
+    auto10, auto50 = s["overall"]["auto"]
+    assert auto10 == {"n": 3, "median": 0.25, "worst": 0.25, "losses": 0, "failed": 0}
+    assert auto50["median"] == pytest.approx(0.08) and auto50["worst"] == pytest.approx(0.2)
+    assert s["targets"]["auto"] == {"10": True, "50": True}
+    scaled10 = s["overall"]["auto_scaled3"][0]
+    assert scaled10 == {"n": 3, "median": 0.4, "worst": math.inf, "losses": 2, "failed": 2}
+    assert s["targets"]["auto_scaled3"] == {"10": False, "50": True}
+    assert s["growth"]["auto_scaled3"][1]["median"] == pytest.approx(1.0)  # 2.0, 1.0, 0.5
+    assert s["by_kind"]["auto"]["ve"][0]["median"] == 0.25
+    assert s["exclusions"] == {"points": 12, "excluded": 1, "problems_with_exclusions": 1,
+                               "max_reference_tight_change": 1e-11}
+    assert "Error growth from inexact statistics" in render_report(results, s)

@@ -42,11 +42,34 @@ def ratio_stats(errors: Sequence, paper: Sequence) -> dict:
             "losses": int(np.sum(r > 1.0)) + failed, "failed": failed}
 
 
-def summarize(results: dict) -> dict:
-    """Ratios to the paper's scheme per method x NFE, overall and per diffusion kind; exclusions."""
+#: Issue-12 targets of a problem-aware method against the paper's scheme: no loss at NFE >= 10, and
+#: median ratio <= 1/3 at NFE 10 and 20, <= 1/10 at NFE 50.
+MEDIAN_TARGETS = {10: 1.0 / 3.0, 20: 1.0 / 3.0, 50: 0.1}
+NO_LOSS_FROM_NFE = 10
+
+
+def targets_met(nfe: Sequence[int], rows: Sequence[dict]) -> dict:
+    """Per NFE whether ``rows`` (:func:`ratio_stats` per NFE) meet :data:`MEDIAN_TARGETS` and no-loss."""
+    out = {}
+    for n, s in zip(nfe, rows):
+        checks = []
+        if n >= NO_LOSS_FROM_NFE:
+            checks.append(s["losses"] == 0)
+        if n in MEDIAN_TARGETS:
+            checks.append(s["median"] is not None and s["median"] <= MEDIAN_TARGETS[n])
+        out[str(n)] = all(checks) if checks else None
+    return out
+
+
+def summarize(results: dict, growth_base: str = "auto") -> dict:
+    """Ratios to the paper's scheme per method x NFE, overall and per diffusion kind; exclusions.
+
+    Also, when ``growth_base`` (the method with exact statistics) was run, every ``auto_*``
+    variant's error ÷ its error (``"growth"``: what inexact statistics cost).
+    """
     cfg = results["config"]
     paper, problems = cfg["paper"], results["problems"]
-    out = {"overall": {}, "by_kind": {}, "median_error": {}}
+    out = {"overall": {}, "by_kind": {}, "median_error": {}, "targets": {}, "growth": {}}
     for name in cfg["methods"]:
         out["median_error"][name] = [
             _median([_value(p["errors"][name][i]) for p in problems]) for i in range(len(cfg["nfe"]))]
@@ -59,6 +82,11 @@ def summarize(results: dict) -> dict:
                                [p["errors"][paper][i] for p in problems if p["kind"] == kind])
                    for i in range(len(cfg["nfe"]))]
             for kind in cfg["kinds"] if any(p["kind"] == kind for p in problems)}
+        out["targets"][name] = targets_met(cfg["nfe"], out["overall"][name])
+        if growth_base in cfg["methods"] and name.startswith(growth_base + "_"):
+            out["growth"][name] = [ratio_stats([p["errors"][name][i] for p in problems],
+                                               [p["errors"][growth_base][i] for p in problems])
+                                   for i in range(len(cfg["nfe"]))]
     excluded = [p.get("excluded", 0) for p in problems]
     changes = [_value(p.get("reference_tight_change")) for p in problems]
     finite_changes = [c for c in changes if math.isfinite(c)]
@@ -102,6 +130,17 @@ def render_report(results: dict, summary: dict) -> str:
     for name, kinds in summary["by_kind"].items():
         tables.append(Table(f"{name} ÷ {paper} per diffusion kind", (cell_note,), ("kind", *nfe_cols),
                             tuple((kind, *map(_stats_cell, rows)) for kind, rows in kinds.items())))
+    tables.append(Table(
+        "Issue-12 targets", (f"yes = no loss to {paper} at NFE >= {NO_LOSS_FROM_NFE} and the median ratio at most "
+                             + ", ".join(f"{v:.3g} at NFE {k}" for k, v in MEDIAN_TARGETS.items()) + ".",),
+        ("method", *nfe_cols),
+        tuple((name, *({True: "yes", False: "no", None: "-"}[v] for v in row.values()))
+              for name, row in summary["targets"].items())))
+    if summary["growth"]:
+        tables.append(Table("Error growth from inexact statistics",
+                            ("Each cell: median / worst / count > 1 of the variant's error ÷ auto's (exact statistics).",),
+                            ("variant", *nfe_cols),
+                            tuple((name, *map(_stats_cell, rows)) for name, rows in summary["growth"].items())))
     tables.append(Table("Median error per method", ("Median over problems of the relative error.",),
                         ("method", *nfe_cols),
                         tuple((name, *map(_fmt, row)) for name, row in summary["median_error"].items())))
