@@ -149,3 +149,39 @@ def test_summary_counts_failures_as_losses_and_checks_the_targets():
     assert s["exclusions"] == {"points": 12, "excluded": 1, "problems_with_exclusions": 1,
                                "max_reference_tight_change": 1e-11}
     assert "Error growth from inexact statistics" in render_report(results, s)
+
+
+def test_auto_variants_pass_their_statistics_to_gddim_auto(monkeypatch):
+    seen = []
+
+    class FakeStatistics:  # stands in for gd.DataStatistics: records what each variant builds
+        def __init__(self, what):
+            self.what = what
+
+        @classmethod
+        def from_problem(cls, data):
+            return cls(("problem", data.n_components))
+
+        @classmethod
+        def from_samples(cls, diffusion, samples):
+            return cls(("samples", len(samples)))
+
+        def scaled(self, factor):
+            return FakeStatistics(self.what + ("scaled", factor))
+
+        def diagonal(self):
+            return FakeStatistics(self.what + ("diagonal",))
+
+    def build(diffusion, ts, statistics=None, **options):
+        seen.append(None if statistics is None else statistics.what)
+        return gd.GDDIM(diffusion, ts, **options)
+
+    monkeypatch.setattr(gd, "DataStatistics", FakeStatistics, raising=False)
+    monkeypatch.setitem(gd.METHODS, "gddim_auto", gd.Method(build, lambda nfe, **_: nfe, "fake"))
+    assert family.default_methods()[-5:] == tuple(family.AUTO_VARIANTS)
+    p = make_problem(1002)
+    x = p.data.sample_prior(2, rng=0)
+    for name in family.AUTO_VARIANTS:
+        family.run_method(p, name, 5, x)
+    k = p.data.n_components
+    assert seen == [("problem", k), ("problem", k, "scaled", 3.0), ("problem", k, "diagonal"), ("samples", 100), None]

@@ -176,14 +176,25 @@ def _sample_statistics(fam: FamilyProblem, seed: int):
     return gd.DataStatistics.from_samples(fam.diffusion, samples)
 
 
-#: ``gddim_auto`` with the statistics it is given: name -> (description, statistics(problem, seed) or None).
-AUTO_VARIANTS: dict[str, tuple[str, Callable | None]] = {
-    "auto": ("gddim_auto, exact mean and covariance of the data", _exact_statistics),
-    "auto_scaled3": ("gddim_auto, statistics with the covariance scale off by 3x",
-                     lambda fam, seed: _exact_statistics(fam, seed).scaled(3.0)),
-    "auto_diagonal": ("gddim_auto, only the diagonal of the statistics", lambda fam, seed: _exact_statistics(fam, seed).diagonal()),
-    "auto_samples100": (f"gddim_auto, statistics estimated from {STATISTICS_SAMPLES} data samples", _sample_statistics),
-    "auto_nostats": ("gddim_auto without statistics (its documented default)", None),
+@dataclass(frozen=True)
+class AutoVariant:
+    """A ``gddim_auto`` run: ``statistics(problem, seed)`` (or ``None``: none given) and extra options."""
+
+    description: str
+    statistics: Callable | None
+    options: tuple[tuple[str, object], ...] = ()
+
+
+#: The ``gddim_auto`` variants by name (add a row, e.g. an option that only picks from the family).
+AUTO_VARIANTS: dict[str, AutoVariant] = {
+    "auto": AutoVariant("gddim_auto, exact mean and covariance of the data", _exact_statistics),
+    "auto_scaled3": AutoVariant("gddim_auto, statistics with the covariance scale off by 3x",
+                                lambda fam, seed: _exact_statistics(fam, seed).scaled(3.0)),
+    "auto_diagonal": AutoVariant("gddim_auto, only the diagonal of the statistics",
+                                 lambda fam, seed: _exact_statistics(fam, seed).diagonal()),
+    "auto_samples100": AutoVariant(f"gddim_auto, statistics estimated from {STATISTICS_SAMPLES} data samples",
+                                   _sample_statistics),
+    "auto_nostats": AutoVariant("gddim_auto without statistics (its documented default)", None),
 }
 
 
@@ -219,8 +230,10 @@ def run_method(fam: FamilyProblem, name: str, nfe: int, x: np.ndarray) -> np.nda
     if name == PAPER:
         return _paper_q3(fam, nfe, x)
     if name in AUTO_VARIANTS:
-        stats = AUTO_VARIANTS[name][1]
-        options = {} if stats is None else {"statistics": stats(fam, fam.seed)}
+        variant = AUTO_VARIANTS[name]
+        options = dict(variant.options)
+        if variant.statistics is not None:
+            options["statistics"] = variant.statistics(fam, fam.seed)
         return _named("gddim_auto")(fam, nfe, x, **options)
     return _named(name)(fam, nfe, x)
 
