@@ -156,29 +156,18 @@ def relative_error(x: np.ndarray, reference: np.ndarray, rows: np.ndarray) -> fl
 
 
 # ------------------------------------------------------------------------------------ methods
-def _paper_q3(fam: FamilyProblem, nfe: int, x: np.ndarray, **_) -> np.ndarray:
-    ts = gd.time_grid(fam.diffusion, nfe, "power", power=2)
-    return gd.GDDIM(fam.diffusion, ts, order=3).sample(fam.data.eps_R, x).x
-
-
-def _named(name: str) -> Callable:
-    def run(fam: FamilyProblem, nfe: int, x: np.ndarray, **options) -> np.ndarray:
-        return gd.sample(fam.diffusion, fam.data.eps_R, x, method=name, nfe=nfe, **options).x
-    return run
-
-
-def _exact_statistics(fam: FamilyProblem, seed: int):
+def _exact_statistics(fam: FamilyProblem):
     return gd.DataStatistics.from_problem(fam.data)
 
 
-def _sample_statistics(fam: FamilyProblem, seed: int):
-    samples = fam.data.sample_data(STATISTICS_SAMPLES, rng=_stream(seed, "statistics"))
+def _sample_statistics(fam: FamilyProblem):
+    samples = fam.data.sample_data(STATISTICS_SAMPLES, rng=_stream(fam.seed, "statistics"))
     return gd.DataStatistics.from_samples(fam.diffusion, samples)
 
 
 @dataclass(frozen=True)
 class AutoVariant:
-    """A ``gddim_auto`` run: ``statistics(problem, seed)`` (or ``None``: none given) and extra options."""
+    """A ``gddim_auto`` run: ``statistics(problem)`` (or ``None``: none given) and extra options."""
 
     description: str
     statistics: Callable | None
@@ -189,9 +178,9 @@ class AutoVariant:
 AUTO_VARIANTS: dict[str, AutoVariant] = {
     "auto": AutoVariant("gddim_auto, exact mean and covariance of the data", _exact_statistics),
     "auto_scaled3": AutoVariant("gddim_auto, statistics with the covariance scale off by 3x",
-                                lambda fam, seed: _exact_statistics(fam, seed).scaled(3.0)),
+                                lambda fam: _exact_statistics(fam).scaled(3.0)),
     "auto_diagonal": AutoVariant("gddim_auto, only the diagonal of the statistics",
-                                 lambda fam, seed: _exact_statistics(fam, seed).diagonal()),
+                                 lambda fam: _exact_statistics(fam).diagonal()),
     "auto_samples100": AutoVariant(f"gddim_auto, statistics estimated from {STATISTICS_SAMPLES} data samples",
                                    _sample_statistics),
     "auto_nostats": AutoVariant("gddim_auto without statistics (its documented default)", None),
@@ -228,14 +217,15 @@ def check_methods(names: Sequence[str]) -> tuple[str, ...]:
 def run_method(fam: FamilyProblem, name: str, nfe: int, x: np.ndarray) -> np.ndarray:
     """End states of method ``name`` with ``nfe`` evaluations from ``x`` on problem ``fam``."""
     if name == PAPER:
-        return _paper_q3(fam, nfe, x)
+        ts = gd.time_grid(fam.diffusion, nfe, "power", power=2)
+        return gd.GDDIM(fam.diffusion, ts, order=3).sample(fam.data.eps_R, x).x
+    options = {}
     if name in AUTO_VARIANTS:
         variant = AUTO_VARIANTS[name]
-        options = dict(variant.options)
+        name, options = "gddim_auto", dict(variant.options)
         if variant.statistics is not None:
-            options["statistics"] = variant.statistics(fam, fam.seed)
-        return _named("gddim_auto")(fam, nfe, x, **options)
-    return _named(name)(fam, nfe, x)
+            options["statistics"] = variant.statistics(fam)
+    return gd.sample(fam.diffusion, fam.data.eps_R, x, method=name, nfe=nfe, **options).x
 
 
 def measure(reference: Reference, seed: int, name: str, nfe: int) -> float:
