@@ -50,7 +50,7 @@ from .diffusion import LinearDiffusion, batched_inverse
 from .layout import basis_matrix, dense_operator, event_size, validate_event_shape
 from .outputs import factor
 
-_TABLE_CACHE_SIZE = 64
+_TABLE_CACHE_SIZE = 1024
 _FLOW_CACHE_SIZE = 32
 
 

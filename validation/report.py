@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .study import DIFFUSIONS, GDDIM_DETERMINISTIC, PAPER_SAMPLER, TUNED_SAMPLER
+from .analysis import PAPER_SAMPLER, TUNED_SAMPLER
+from .study import DIFFUSIONS
 
 JSON_NAME = "results.json"
 TABLES_NAME = "tables.md"
@@ -61,11 +62,14 @@ def _approx(value: float | None, unit: str = "") -> str:
 
 
 def fmt_nfe(reach: dict) -> str:
-    """An NFE-to-target entry: ``37``, ``≤ 5``, ``> 200 (≈ 1700)`` (extrapolated), ``n/r``."""
+    """An NFE-to-target entry: ``37``, ``≤ 5``, ``> 200 (≈ 1700)`` (extrapolated), ``> 200 (fit: > 2000)``
+    (the fitted order reaches the target only beyond the extrapolation limit), ``n/r``."""
     n, bound = reach["nfe"], reach["bound"]
     if bound == "unresolved":
         return "n/r"
     text = {"=": f"{n:.0f}", "<=": f"≤ {n:g}", ">": f"> {n:g}"}[bound]
+    if "extrapolation_limit" in reach:
+        return text + f" (fit: > {reach['extrapolation_limit']:g})"
     return text + _approx(reach.get("extrapolated"))
 
 
@@ -84,8 +88,11 @@ def fmt_speedup(ratio: dict | None) -> str:
 
 
 def fmt_order(fit: dict) -> str:
-    """A fitted order with one decimal, or ``n/a`` when the data do not resolve it."""
-    return "n/a" if fit["order"] is None else f"{fit['order']:.2f}"
+    """A fitted order and its NFE range, ``2.01 (50–200)``, or ``n/a`` when the data do not resolve it."""
+    if fit["order"] is None:
+        return "n/a"
+    lo, hi = fit["nfe_range"]
+    return f"{fit['order']:.2f} ({lo:g}–{hi:g})"
 
 
 def fmt_theory(order: float | str) -> str:
@@ -136,8 +143,14 @@ def error_table(results: dict, diffusion: str, kind: str) -> Table:
     notes = ("Entries: relative error (dimensionless) of the samples at t_end, by the error measure of the row "
              "(defined at the top); `± s`: Monte Carlo standard error.",)
     if kind == "mixture":
+        points = results["results"][diffusion][kind].get("start_points")
+        if points is not None:
+            kept = points["n_paths"] - points["excluded"]
+            notes += (f"Pathwise errors over the {kept} robust start points of {points['n_paths']} "
+                      f"({points['excluded']} excluded: their reference end component is not robust; see the "
+                      "definition at the top).",)
         notes += ("At low NFE a mixture error can be dominated by the few trajectories that end in another "
-                  "component than the exact flow's (MATH.md §3.9), hence plateaus and jumps.",)
+                  "component than the exact flow's (the mode-switch table), hence plateaus and jumps.",)
     if TUNED_SAMPLER in block:
         notes += (f"`{TUNED_SAMPLER}` runs on its own grid (and form, order, corrector) per NFE — see the settings "
                   "under the tuned ÷ paper table; every other row uses the common grid.",)
@@ -159,20 +172,27 @@ def mode_switch_table(results: dict, diffusion: str) -> Table | None:
     series = {n: s for n, s in block["samplers"].items() if "mode_switch" in s and n in grid}
     if not series:
         return None
-    n_paths = results["meta"]["options"]["n_paths"]
+    n_paths = _robust_paths(results, diffusion)
     nfe = results["meta"]["options"]["nfe"]
     rows = tuple((name, *(fmt_switch(f, n_paths) for f in s["mode_switch"])) for name, s in series.items())
     notes = (f"Mode switches: {results['meta']['mode_switch']}.",
-             f"Entries: switched trajectories / {n_paths} start points (the same start points as the pathwise error "
-             "above); deterministic samplers only (a stochastic sampler has no trajectory to compare).")
+             f"Entries: switched trajectories / {n_paths} robust start points (the same start points as the pathwise "
+             "error above); deterministic samplers only (a stochastic sampler has no trajectory to compare).")
     return Table(f"Mode switches vs NFE — {_problem_title(results, diffusion, 'mixture')}", notes,
                  ("sampler", *(f"NFE {n}" for n in nfe)), rows)
+
+
+def _robust_paths(results: dict, diffusion: str) -> int:
+    """The number of robust start points of the mixture problem of ``diffusion`` (all start points otherwise)."""
+    points = results["results"][diffusion].get("mixture", {}).get("start_points")
+    n_paths = results["meta"]["options"]["n_paths"]
+    return n_paths if points is None else n_paths - points["excluded"]
 
 
 def rk45_table(results: dict, diffusion: str) -> Table | None:
     """Adaptive RK45: measured NFE and pathwise error (and mode switches on the mixture) per tolerance."""
     rows = []
-    n_paths = results["meta"]["options"]["n_paths"]
+    n_paths = _robust_paths(results, diffusion)
     for kind, block in results["results"][diffusion].items():
         s = block["samplers"].get("rk45")
         if s is not None:
@@ -202,9 +222,9 @@ def order_table(results: dict) -> Table:
             cells.append(cell)
         rows.append((name, info["label"], fmt_theory(info["theoretical_order"]), *cells))
     notes = (f"Fitted order: {results['meta']['order_fit']}; the error measure is the one of the error tables.",
-             "Theory: global order in the step size (in law for stochastic samplers). `n/a`: fewer than two NFE "
-             "with a resolvable error (e.g. exact to round-off); `—`: sampler not defined for that diffusion.",
-             "A fitted order below theory means the NFE range is still pre-asymptotic for that problem.")
+             "Theory: global order in the step size (in law for stochastic samplers). `n/a`: the errors do not "
+             "reach an asymptotic range of enough NFE (pre-asymptotic, noisy, or exact to round-off); `—`: sampler "
+             "not defined for that diffusion.",)
     notes += _tuned_order_note(results)
     header = ("sampler", "description", "theory", *(f"{d} {DATA_SHORT[k]}" for d, k in columns))
     return Table("Convergence order: fitted slope of log error vs log NFE", notes, header, tuple(rows))
@@ -225,16 +245,13 @@ def _tuned_scheme_changes(results: dict, diffusion: str, fit: dict) -> bool:
 
 
 def _tuned_order_note(results: dict) -> tuple[str, ...]:
-    """What ``gddim_tuned`` runs over the fitted NFE range (its theory is `varies`: the scheme changes with NFE)."""
-    settings = results.get("tuned_settings")
-    if not settings:
+    """Why :data:`TUNED_SAMPLER`'s theory is `varies`, and what `†` marks."""
+    if not results.get("tuned_settings"):
         return ()
-    fitted = results["meta"]["options"]["nfe"][-3:]
-    per = [f"{d}: " + " / ".join(_tuned_labels(results, d, fitted)) for d in settings]
-    return (f"`{TUNED_SAMPLER}`: theory `varies` — its form, order, corrector and grid change with the NFE bracket "
-            f"(gddim_numerics.defaults.TUNED). At NFE {', '.join(map(str, fitted))} it runs " + "; ".join(per)
-            + ". A fitted slope over one fixed scheme is that scheme's observed order; `†`: the scheme changes "
-              "inside the fitted NFE range, so the slope mixes schemes and is not an order.",)
+    return (f"`{TUNED_SAMPLER}`: theory `varies` — its scheme (form, order, corrector, grid) changes with the NFE "
+            "(settings under the tuned ÷ paper table). A fitted slope over one fixed scheme is that scheme's observed "
+            "order; `†`: the scheme changes inside the fitted NFE range, so the slope mixes schemes and is not an "
+            "order.",)
 
 
 def dirac_table(results: dict) -> Table | None:
@@ -307,33 +324,28 @@ def tuned_table(results: dict) -> Table | None:
     block = results.get("tuned_vs_paper")
     if not block or not block["rows"]:
         return None
-    n_paths = results["meta"]["options"]["n_paths"]
     rows = []
     for r in block["rows"]:
-        target = r["target"]
+        target, n_paths = r["target"], _robust_paths(results, r["diffusion"])
         verdict = "n/a" if r["met"] is None else ("✓" if r["met"] else "✗")
         rows.append((r["diffusion"], str(r["nfe"]), fmt_error(r[TUNED_SAMPLER]), fmt_error(r[PAPER_SAMPLER]),
                      fmt_ratio(r[f"ratio_{PAPER_SAMPLER}"]), "n/a" if target is None else f"≤ 1/{round(1 / target)}",
                      verdict, fmt_error(r["gddim_q3"]), fmt_ratio(r["ratio_gddim_q3"]),
                      " / ".join("n/a" if r[f"{n}_mode_switch"] is None else str(round(r[f"{n}_mode_switch"] * n_paths))
-                                for n in (TUNED_SAMPLER, PAPER_SAMPLER, "gddim_q3"))))
+                                for n in (TUNED_SAMPLER, PAPER_SAMPLER, "gddim_q3")) + f" of {n_paths}"))
     notes = ("Pathwise relative error on each diffusion's mixture problem (the error tables above) of "
-             f"`{TUNED_SAMPLER}` (gddim_numerics.defaults.tuned_plan) divided by that of the paper's scheme "
+             f"`{TUNED_SAMPLER}` ({results['samplers'][TUNED_SAMPLER]['label']}) divided by that of the paper's scheme "
              f"`{PAPER_SAMPLER}` (ε form, Lagrange extrapolation in t, order 2, grid uniform in √t) and of `gddim_q3` "
              f"(the same, order 3). Target (issue 7): ÷ {PAPER_SAMPLER} ≤ 1/3 on VP, ≤ 1/5 on CLD, ≤ 1/2 on BDM; "
              "✓ met, ✗ missed.",
-             "Tuning vs reporting: according to gddim_numerics/defaults.py these mixture problems (3 components, "
-             "std 0.2, seed 0) are reporting problems — the tuned settings were chosen on other problems "
-             "(defaults.py's `gauss`, `mixA` and `mixC`: 4-D data, 4 and 5 components, other seeds) and these were "
-             "never in the tuning set. defaults.py also records that a first tuned choice was replaced after its "
-             "reporting ratios (these problems among them) were seen, by one re-tuned on an enlarged tuning set: "
-             "the reporting problems chose nothing, but they did prompt that re-run.",
-             f"Mode switches: trajectories of {TUNED_SAMPLER} / {PAPER_SAMPLER} / gddim_q3, out of {n_paths}, that end "
-             "in another mixture component than the reference (definition above); at low NFE a few switches "
-             "dominate the error.")
+             f"Mode switches: trajectories of {TUNED_SAMPLER} / {PAPER_SAMPLER} / gddim_q3, out of the robust start "
+             "points, that end in another mixture component than the reference (definition above); at low NFE a few "
+             "switches dominate the error.")
+    note = results["samplers"][TUNED_SAMPLER].get("note")
+    notes += (note,) if note else ()
     notes += _tuned_settings_note(results, [r["nfe"] for r in block["rows"]])
     header = ("diffusion", "NFE", TUNED_SAMPLER, PAPER_SAMPLER, f"÷ {PAPER_SAMPLER}", "target", "met",
-              "gddim_q3", "÷ gddim_q3", f"mode switches (of {n_paths})")
+              "gddim_q3", "÷ gddim_q3", "mode switches")
     return Table("Tuned defaults ÷ the paper's scheme — mixture data", notes, header, tuple(rows))
 
 
@@ -377,56 +389,120 @@ def render_report(results: dict) -> str:
     lines += [f"- `{name}`: {text}." for name, text in meta["metrics"].items()]
     if "mode_switch" in meta:
         lines += ["", f"Mode switches (mixture, deterministic samplers): {meta['mode_switch']}."]
+    if "robust_start_points" in meta:
+        lines += ["", f"Robust start points: {meta['robust_start_points']}."]
     lines += ["", *(render(t) for t in all_tables(results))]
+    failures = results.get("failures", [])
+    if failures:
+        lines += ["### Failed tasks", "", "These tasks raised; their rows are missing above.", ""]
+        lines += [f"- `{f['task']}`: {f['error'].strip().splitlines()[-1]}" for f in failures]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ plots
+#: Okabe & Ito's colour-blind-safe palette (black first; yellow last, it is faint on white).
+PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+#: Two series closer than this (relative, at every NFE), or both below OVERLAP_FLOOR (round-off), overlap.
+OVERLAP_RTOL, OVERLAP_FLOOR = 0.02, 1e-10
+
+
+def _styles(results: dict) -> dict:
+    """A fixed (colour, marker) per sampler: distinct within the deterministic and within the stochastic ones."""
+    styles = {}
+    for stochastic in (False, True):
+        names = [n for n, info in results["samplers"].items() if info["stochastic"] == stochastic]
+        for i, name in enumerate(names):
+            styles[name] = (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)])
+    return styles
+
+
+def _overlaps(series: dict) -> dict[str, str]:
+    """``{name: earlier name}`` for series equal to an earlier one within :data:`OVERLAP_RTOL`, or both at
+    round-off (below :data:`OVERLAP_FLOOR`), at every NFE."""
+    out: dict[str, str] = {}
+    names = list(series)
+    for i, name in enumerate(names):
+        a = series[name]
+        for other in names[:i]:
+            b = series[other]
+            if other not in out and a["nfe"] == b["nfe"] and all(
+                    x is not None and y is not None
+                    and (abs(x - y) <= OVERLAP_RTOL * max(abs(x), abs(y)) or max(x, y) < OVERLAP_FLOOR)
+                    for x, y in zip(a["error"], b["error"])):
+                out[name] = other
+                break
+    return out
+
+
 def plot_errors(results: dict, diffusion: str, path: Path) -> None:
-    """Log-log error vs NFE of every sampler on every problem of one diffusion (one panel per problem)."""
+    """Log-log error vs NFE on one diffusion: one row per data kind, one panel per error measure.
+
+    Left column: deterministic samplers (``pathwise``); right: stochastic samplers (``law`` on
+    Gaussian and Dirac data, ``moments`` with Monte Carlo error bars on the mixture). A series that
+    prints on top of an earlier one is drawn with large hollow markers and named in the panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     by_kind = results["results"][diffusion]
     target = results["meta"]["options"]["target"]
-    fig, axes = plt.subplots(1, len(by_kind), figsize=(5.2 * len(by_kind), 4.4), squeeze=False)
-    tab20 = plt.get_cmap("tab20").colors
-    palette = tab20[0::2] + tab20[1::2]  # ten distinct hues first, then their light variants
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(results["samplers"])}
-    legend = {}
-    for ax, (kind, block) in zip(axes[0], by_kind.items()):
-        for name, s in block["samplers"].items():
-            _plot_series(ax, name, s, colors[name])
-        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
-        ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel="relative error",
-               title=f"{diffusion}: {kind} data")
-        ax.grid(True, which="major", alpha=0.3)
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(7, len(legend)), fontsize=8,
-               frameon=False)
-    fig.suptitle(DIFFUSIONS[diffusion].title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    styles = _styles(results)
+    fig, axes = plt.subplots(len(by_kind), 2, figsize=(11, 3.3 * len(by_kind) + 0.6), squeeze=False)
+    legends: list[dict] = [{}, {}]
+    for row, (kind, block) in enumerate(by_kind.items()):
+        for col, stochastic in enumerate((False, True)):
+            ax = axes[row, col]
+            series = {n: s for n, s in block["samplers"].items() if results["samplers"][n]["stochastic"] == stochastic}
+            overlaps = _overlaps(series)
+            for name, s in series.items():
+                _plot_series(ax, name, s, styles[name], hollow=name in overlaps)
+            metrics = sorted({s["metric"] for s in series.values()})
+            ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
+            ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)",
+                   ylabel=f"relative error ({', '.join(metrics) or '—'})",
+                   title=f"{kind} data — {'stochastic' if stochastic else 'deterministic'} samplers")
+            lo, hi = ax.get_xlim()
+            decades = [10.0**k for k in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)]
+            ax.set_xticks(sorted(set(results["meta"]["options"]["nfe"]) | set(decades)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.grid(True, which="major", alpha=0.3)
+            if overlaps:  # name the hidden series above the panel, where no data can be
+                groups: dict[str, list[str]] = {}
+                for name, first in overlaps.items():
+                    groups.setdefault(first, []).append(name)
+                text = "; ".join(f"{', '.join(names)} ≈ {first}" for first, names in groups.items())
+                ax.set_title(f"{ax.get_title()}\n(hollow, on top of another: {text})", fontsize=9)
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                legends[col].setdefault(label, handle)
+    for col, title in enumerate(("deterministic — pathwise error", "stochastic — error in law / of moments (± s)")):
+        axes[-1, col].legend(legends[col].values(), legends[col].keys(), loc="upper center", ncol=2, fontsize=8,
+                             bbox_to_anchor=(0.5, -0.22), title=f"{title}; solid: gDDIM family, dashed: baselines",
+                             title_fontsize=8, frameon=False)
+    fig.suptitle(DIFFUSIONS[diffusion].title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def _plot_series(ax, name: str, series: dict, color) -> None:
+def _plot_series(ax, name: str, series: dict, style: tuple[str, str], hollow: bool = False) -> None:
     stderr = series["stderr"] or [None] * len(series["nfe"])
-    points = [(n, e, d) for n, e, d in zip(series["nfe"], series["error"], stderr) if e is not None and e > 0]
+    points = sorted((n, e, d) for n, e, d in zip(series["nfe"], series["error"], stderr) if e is not None and e > 0)
     if not points:
         return
-    points.sort()
     nfe, err, se = zip(*points)
-    style = "-" if name in GDDIM_DETERMINISTIC else "--"
-    width = 2.2 if name == TUNED_SAMPLER else 1.5
+    color, marker = style
+    line = {"color": color, "ls": "-" if name.startswith("gddim") else "--", "lw": 1.4, "marker": marker,
+            "ms": 9 if hollow else 5, "mfc": "none" if hollow else color, "label": name}
     if series["stderr"] is not None:
         below = [min(d, 0.9 * e) for e, d in zip(err, se)]  # a log axis cannot show bars that reach 0
-        ax.errorbar(nfe, err, yerr=[below, se], color=color, ls=style, marker="o", ms=3, capsize=2, label=name)
+        ax.errorbar(nfe, err, yerr=[below, se], capsize=2, **line)
     else:
-        ax.plot(nfe, err, color=color, ls=style, lw=width, marker="s" if series.get("rtol") else "o", ms=3, label=name)
+        ax.plot(nfe, err, **line)
 
 
 # ------------------------------------------------------------------------------------ files
