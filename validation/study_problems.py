@@ -164,7 +164,7 @@ class Bench:
         self.n_excluded = 0
         if kind == "mixture":
             reference = self.problem.reference_flow(paths, t0, t1, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
-            robust = self._robust(paths, final_components(self.problem, reference, t1))
+            robust = self.robust_mask(paths, final_components(self.problem, reference, t1))
             self.n_excluded = int(np.sum(~robust))
             self.paths, self.reference = paths[robust], reference[robust]
             self.reference_components = final_components(self.problem, self.reference, t1)
@@ -172,8 +172,9 @@ class Bench:
             self.paths, self.reference = paths, self.problem.exact_flow(paths, t0, t1)
             self.reference_components = None
 
-    def _robust(self, paths: np.ndarray, components: np.ndarray) -> np.ndarray:
-        """Which start points keep their reference end component under a perturbation and a tighter solve."""
+    def robust_mask(self, paths: np.ndarray, components: np.ndarray) -> np.ndarray:
+        """Which start points ``paths`` keep their reference end ``components`` (mixture data) when moved by
+        :data:`ROBUST_PERTURBATION` (both signs) and when solved at :data:`ROBUST_RTOL`."""
         rng = study_rng(self.config.seed, "robust", *self.seed_keys)
         step = ROBUST_PERTURBATION * np.sqrt(np.mean(paths**2)) * rng.standard_normal(paths.shape)
         moved = self.problem.reference_flow(np.concatenate([paths + step, paths - step]), self.t_start, self.t_end,
