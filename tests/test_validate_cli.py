@@ -2,6 +2,7 @@
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -375,7 +376,7 @@ def test_study_tasks_share_the_reference_and_do_not_depend_on_order():
     assert [t.key for t in tasks] == [("vp", k, n) for k in ("mixture", "gaussian")
                                       for n in ("reference", "gddim_q2", "gddim_lam1")]
     assert all(t.needs == (t.key[:2] + ("reference",),) for t in tasks if t.key[2] != "reference")
-    forward = {o.key: o.value for o in run_tasks(tasks)}
+    forward = {o.key: pickle.loads(pickle.dumps(o.value)) for o in run_tasks(tasks)}  # values travel to workers
     backward = {o.key: o.value for o in run_tasks([tasks[3], tasks[5], tasks[4], tasks[0], tasks[2], tasks[1]])}
     for key, value in forward.items():
         if key[2] != "reference":

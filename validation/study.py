@@ -32,6 +32,7 @@ Samplers
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,8 +46,8 @@ from . import analysis
 from .analysis import PAPER_SAMPLER, TUNED_SAMPLER, TUNED_TARGETS
 from .executor import Task, TaskOutcome, run_tasks
 from .measures import Measurement
-from .study_problems import (DATA_KINDS, DATA_TITLES, DIFFUSIONS, ROBUST_TEXT, Bench, Case, error_measure,
-                             make_problems, prepare_cases)
+from .study_problems import (DATA_KINDS, DATA_TITLES, DIFFUSIONS, ROBUST_TEXT, Bench, Case, Reference,
+                             error_measure, make_problems, prepare_cases)
 
 DEFAULT_NFE = (5, 10, 20, 50, 100, 200)
 QUICK_NFE = (5, 10, 20)
@@ -230,7 +231,7 @@ class StudyConfig:
     rk45_tolerances: tuple[float, ...] = DEFAULT_RK45_TOLERANCES
     seed: int = 0
     n_paths: int = 64
-    n_mc: int = 10_000
+    n_mc: int = 4_000
     grid_power: float = DEFAULT_GRID_POWER
     target: float = 1e-3
     data_std: float = 0.2
@@ -291,15 +292,22 @@ def _check_positive_finite(name: str, value: float, upper: float = math.inf) -> 
 
 
 # ------------------------------------------------------------------------------------ tasks
-def make_bench(name: str, kind: str, config: StudyConfig) -> Bench:
-    """Task: the problem ``kind`` of diffusion ``name`` with its start points and reference solve."""
+@functools.lru_cache(maxsize=1)
+def _case(name: str, kind: str, seed: int, data_std: float) -> Case:
+    """The problem of a task, kept for the next task on the same problem (it shares the problem's table cache)."""
     diffusion = DIFFUSIONS[name].make()
-    problems = make_problems(name, diffusion, (kind,), config.seed, config.data_std)
-    return Bench(Case(name, diffusion, problems), kind, config)
+    return Case(name, diffusion, make_problems(name, diffusion, (kind,), seed, data_std))
 
 
-def run_series(bench: Bench, sampler: str, config: StudyConfig) -> list[Measurement]:
-    """Task: measurements of one sampler on one problem, one per NFE (per tolerance for adaptive samplers)."""
+def solve_reference(name: str, kind: str, config: StudyConfig) -> Reference:
+    """Task: the start points of problem ``kind`` of diffusion ``name`` and their reference end points."""
+    return Bench(_case(name, kind, config.seed, config.data_std), kind, config).solved
+
+
+def run_series(solved: Reference, name: str, kind: str, sampler: str, config: StudyConfig) -> list[Measurement]:
+    """Task: measurements of one sampler on one problem, one per NFE (per tolerance for adaptive samplers),
+    against the reference ``solved`` by :func:`solve_reference` (the problem itself is rebuilt: it is cheap)."""
+    bench = Bench(_case(name, kind, config.seed, config.data_std), kind, config, solved)
     spec = SAMPLERS[sampler]
     if spec.adaptive:
         method = gd.METHODS[spec.method]
@@ -316,8 +324,8 @@ def study_tasks(config: StudyConfig) -> list[Task]:
     for d in config.diffusions:
         for kind in config.data:
             ref = (d, kind, "reference")
-            tasks.append(Task(ref, make_bench, (d, kind, config)))
-            tasks += [Task((d, kind, s), run_series, (s, config), needs=(ref,))
+            tasks.append(Task(ref, solve_reference, (d, kind, config)))
+            tasks += [Task((d, kind, s), run_series, (d, kind, s, config), needs=(ref,))
                       for s in config.samplers if SAMPLERS[s].applies_to(d)]
     return tasks
 

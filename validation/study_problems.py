@@ -143,34 +143,49 @@ def error_measure(stochastic: bool, kind: str) -> str:
     return "moments" if kind == "mixture" else "law"
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What a :class:`Bench` solved once (plain arrays, picklable): the start points ``paths`` at
+    ``t_start`` (the robust ones on the mixture), their exact or DOP853 end points ``reference``,
+    the mixture components of those (``None`` for other data) and the number of excluded start points."""
+
+    paths: np.ndarray
+    reference: np.ndarray
+    components: np.ndarray | None
+    n_excluded: int
+
+
 class Bench:
     """One (diffusion, problem): start points, references, and the error measures.
 
     ``config`` gives ``seed``, ``n_paths`` and ``n_mc`` (a ``StudyConfig``). On the mixture the
     start points are the robust ones (:func:`~.measures.robust_points`); ``n_excluded`` counts
-    the others.
+    the others. A :class:`Reference` solved before (:attr:`solved`) can be passed instead of
+    solving again.
     """
 
-    def __init__(self, case: Case, kind: str, config):
+    def __init__(self, case: Case, kind: str, config, solved: Reference | None = None):
         self.diffusion = case.diffusion
         self.problem = case.problems[kind]
         self.kind = kind
         self.config = config
         self.seed_keys = (case.name, kind)
         self.event_shape = self.problem.event_shape
-        t0, t1 = self.diffusion.t_start, self.diffusion.t_end
-        self.t_start, self.t_end = t0, t1
-        paths = self.problem.sample_prior(config.n_paths, study_rng(config.seed, "paths", *self.seed_keys))
-        self.n_excluded = 0
-        if kind == "mixture":
-            reference = self.problem.reference_flow(paths, t0, t1, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
-            robust = self.robust_mask(paths, final_components(self.problem, reference, t1))
-            self.n_excluded = int(np.sum(~robust))
-            self.paths, self.reference = paths[robust], reference[robust]
-            self.reference_components = final_components(self.problem, self.reference, t1)
-        else:
-            self.paths, self.reference = paths, self.problem.exact_flow(paths, t0, t1)
-            self.reference_components = None
+        self.t_start, self.t_end = self.diffusion.t_start, self.diffusion.t_end
+        self.solved = self._solve() if solved is None else solved
+        self.paths, self.reference = self.solved.paths, self.solved.reference
+        self.reference_components, self.n_excluded = self.solved.components, self.solved.n_excluded
+
+    def _solve(self) -> Reference:
+        """Draw the start points and solve their reference end points (robust start points only on the mixture)."""
+        t0, t1 = self.t_start, self.t_end
+        paths = self.problem.sample_prior(self.config.n_paths, study_rng(self.config.seed, "paths", *self.seed_keys))
+        if self.kind != "mixture":
+            return Reference(paths, self.problem.exact_flow(paths, t0, t1), None, 0)
+        reference = self.problem.reference_flow(paths, t0, t1, rtol=REFERENCE_RTOL, atol=REFERENCE_ATOL)
+        components = final_components(self.problem, reference, t1)
+        robust = self.robust_mask(paths, components)
+        return Reference(paths[robust], reference[robust], components[robust], int(np.sum(~robust)))
 
     def robust_mask(self, paths: np.ndarray, components: np.ndarray) -> np.ndarray:
         """Which start points ``paths`` keep their reference end ``components`` (mixture data) when moved by
