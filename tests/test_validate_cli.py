@@ -16,6 +16,8 @@ from gddim_numerics.validation import analysis, measures, report, study, study_p
 from gddim_numerics.validation.cli import build_parser, config_from_args, main
 from gddim_numerics.validation.executor import run_tasks
 
+TUNED = analysis.TUNED_SAMPLER
+
 
 # ------------------------------------------------------------------------------------ quick run
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_quick_run_dirac_exactness(quick_run):
     _, _, _, results = quick_run
     exact = results["dirac_exactness"]
     for diffusion in ("vp", "cld", "bdm"):
-        for name in ("gddim_q1", "gddim_q2", "gddim_q3", "gddim_tuned", "gddim_lam0.5", "gddim_lam1"):
+        for name in ("gddim_q1", "gddim_q2", "gddim_q3", TUNED, "gddim_lam0.5", "gddim_lam1"):
             assert exact[diffusion][name] <= 1e-8, (diffusion, name)
     assert exact["cld"]["gddim_L"] > 1e-2
 
@@ -73,18 +75,19 @@ def test_quick_run_has_gddim_tuned_everywhere(quick_run):
     """gddim_tuned runs on every problem with finite pathwise errors, is in the speed-up columns and its settings
     in the JSON are the defaults' own; its theoretical order is reported as 'varies'."""
     _, out, _, results = quick_run
-    assert results["samplers"]["gddim_tuned"]["theoretical_order"] == "varies"
+    assert results["samplers"][TUNED]["theoretical_order"] == "varies"
     for diffusion, by_kind in results["results"].items():
         for kind, block in by_kind.items():
-            s = block["samplers"]["gddim_tuned"]
+            s = block["samplers"][TUNED]
             assert s["metric"] == "pathwise" and s["nfe"] == list(study.QUICK_NFE)
             assert all(math.isfinite(e) for e in s["error"]), (diffusion, kind)
-            assert "gddim_tuned" in block["speedup"]["ratios"] or block["speedup"]["gddim"] is None
+            assert TUNED in block["speedup"]["ratios"] or block["speedup"]["gddim"] is None
         sde = study.DIFFUSIONS[diffusion].make()
-        assert results["tuned_settings"][diffusion] == {str(n): defaults.tuned_options(sde, n) for n in study.QUICK_NFE}
+        settings = study.SAMPLERS[TUNED].settings
+        assert results["tuned_settings"][diffusion] == {str(n): settings(sde, n) for n in study.QUICK_NFE}
     tables = (out / "tables.md").read_text()
-    assert "| gddim_tuned  | gDDIM tuned defaults" in tables  # order table row, theory column
-    assert tables.count("| gddim_tuned ") >= 9 + 1 + 1 + 3 + 2  # 9 error tables, order, Dirac, 3 mode-switch, 2 target
+    assert f"| {TUNED}  | {study.SAMPLERS[TUNED].label}" in tables  # order table row, theory column
+    assert tables.count(f"| {TUNED} ") >= 9 + 1 + 1 + 3 + 2  # 9 error tables, order, Dirac, 3 mode-switch, 2 target
 
 
 def test_quick_run_mode_switches(quick_run):
@@ -113,11 +116,11 @@ def test_quick_run_tuned_vs_paper(quick_run):
     for r in block["rows"]:
         series = results["results"][r["diffusion"]]["mixture"]["samplers"]
         i = series["gddim_q2"]["nfe"].index(r["nfe"])
-        tuned, q2, q3 = (series[n]["error"][i] for n in ("gddim_tuned", "gddim_q2", "gddim_q3"))
+        tuned, q2, q3 = (series[n]["error"][i] for n in (TUNED, "gddim_q2", "gddim_q3"))
         assert r["ratio_gddim_q2"] == pytest.approx(tuned / q2, rel=1e-12)
         assert r["ratio_gddim_q3"] == pytest.approx(tuned / q3, rel=1e-12)
         assert r["met"] == (tuned / q2 <= block["targets"][r["diffusion"]])
-        assert r["gddim_tuned_mode_switch"] == series["gddim_tuned"]["mode_switch"][i]
+        assert r[f"{TUNED}_mode_switch"] == series[TUNED]["mode_switch"][i]
 
 
 # ------------------------------------------------------------------------------------ snapshot
@@ -226,14 +229,14 @@ def test_tuned_vs_paper_and_speedups_on_synthetic_series():
 
     mix = {"gddim_q2": series([1e-2, 1e-3], {"nfe": 40.0, "bound": "="}),
            "gddim_q3": series([5e-3, 4e-4], {"nfe": 20.0, "bound": "="}),
-           "gddim_tuned": series([1e-3, 5e-4], {"nfe": 10.0, "bound": "="})}
+           TUNED: series([1e-3, 5e-4], {"nfe": 10.0, "bound": "="})}
     rows = analysis.tuned_vs_paper({"cld": {"mixture": {"samplers": mix}}, "vp": {"gaussian": {"samplers": mix}}})
     assert [(r["nfe"], r["ratio_gddim_q2"], r["met"]) for r in rows] == [(10, pytest.approx(0.1), True),
                                                                          (20, pytest.approx(0.5), False)]
     assert rows[0]["ratio_gddim_q3"] == pytest.approx(0.2) and rows[0]["target"] == 1 / 5
     speed = analysis.speedups(mix)
     assert speed["gddim"] == "gddim_q3"
-    assert speed["ratios"]["gddim_tuned"] == {"low": 0.5, "high": 0.5, "extrapolated": None}
+    assert speed["ratios"][TUNED] == {"low": 0.5, "high": 0.5, "extrapolated": None}
     assert speed["tuned_ratios"]["gddim_q2"] == {"low": 4.0, "high": 4.0, "extrapolated": None}
 
 

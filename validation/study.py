@@ -292,10 +292,16 @@ def _check_positive_finite(name: str, value: float, upper: float = math.inf) -> 
 
 
 # ------------------------------------------------------------------------------------ tasks
+@functools.lru_cache(maxsize=len(DIFFUSIONS))
+def _diffusion(name: str) -> gd.LinearDiffusion:
+    """The diffusion ``name``, one per process: its plans are cached on it and shared by every problem."""
+    return DIFFUSIONS[name].make()
+
+
 @functools.lru_cache(maxsize=1)
 def _case(name: str, kind: str, seed: int, data_std: float) -> Case:
     """The problem of a task, kept for the next task on the same problem (it shares the problem's table cache)."""
-    diffusion = DIFFUSIONS[name].make()
+    diffusion = _diffusion(name)
     return Case(name, diffusion, make_problems(name, diffusion, (kind,), seed, data_std))
 
 
