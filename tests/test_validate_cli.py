@@ -12,7 +12,7 @@ import gddim_numerics as gd
 from gddim_numerics import defaults
 from gddim_numerics.affine_law import output_law
 from gddim_numerics.layout import dense_operator
-from gddim_numerics.validation import analysis, measures, report, study, study_problems
+from gddim_numerics.validation import analysis, measures, plots, report, study, study_problems
 from gddim_numerics.validation.cli import build_parser, config_from_args, main
 from gddim_numerics.validation.executor import run_tasks
 
@@ -392,7 +392,7 @@ def test_overlapping_series_are_detected():
     def series(errors):
         return {"nfe": [5, 10], "error": errors}
 
-    found = report._overlaps({"a": series([1e-1, 1e-2]), "b": series([1.01e-1, 0.99e-2]), "c": series([1e-1, 2e-2]),
+    found = plots._overlaps({"a": series([1e-1, 1e-2]), "b": series([1.01e-1, 0.99e-2]), "c": series([1e-1, 2e-2]),
                               "d": series([1e-13, 1e-15]), "e": series([3e-15, 1e-12])})
     assert found == {"b": "a", "e": "d"}
 
