@@ -84,9 +84,11 @@ def test_quick_run_has_gddim_tuned_everywhere(quick_run):
             assert TUNED in block["speedup"]["ratios"] or block["speedup"]["gddim"] is None
         sde = study.DIFFUSIONS[diffusion].make()
         settings = study.SAMPLERS[TUNED].settings
-        assert results["tuned_settings"][diffusion] == {str(n): settings(sde, n) for n in study.QUICK_NFE}
+        if settings is not None:
+            assert results["tuned_settings"][diffusion] == {str(n): settings(sde, n) for n in study.QUICK_NFE}
     tables = (out / "tables.md").read_text()
-    assert f"| {TUNED}  | {study.SAMPLERS[TUNED].label}" in tables  # order table row, theory column
+    width = max(map(len, study.SAMPLERS))
+    assert f"| {TUNED:<{width}} | {study.SAMPLERS[TUNED].label}" in tables  # order table row, theory column
     assert tables.count(f"| {TUNED} ") >= 9 + 1 + 1 + 3 + 2  # 9 error tables, order, Dirac, 3 mode-switch, 2 target
 
 
