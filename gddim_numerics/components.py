@@ -16,8 +16,9 @@ from ._checks import positive, symmetric_positive_definite
 from .diffusion import LinearDiffusion, batched_inverse
 from .layout import dense_operator, event_size, validate_event_shape
 from .outputs import factor
+from .plans import psd_factor
 
-_TABLE_CACHE_SIZE = 64
+_TABLE_CACHE_SIZE = 1024
 _FLOW_CACHE_SIZE = 32
 
 
@@ -289,7 +290,7 @@ class GaussianComponents:
         out = np.empty_like(z)
         for i, cov in enumerate(covs):
             pick = comp == i
-            out[pick] = means[i] + z[pick] @ _psd_root(cov).T
+            out[pick] = means[i] + z[pick] @ psd_factor(cov, "the component covariance").T
         return out.reshape((int(n),) + self.event_shape)
 
     def __repr__(self) -> str:
@@ -325,9 +326,3 @@ def _check_state_shape(shape: tuple, event_shape: tuple, name: str) -> None:
         raise ValueError(
             f"{name} must have shape (..., *event_shape) with event_shape {event_shape}; got {tuple(shape)}"
         )
-
-
-def _psd_root(cov: np.ndarray) -> np.ndarray:
-    """A root ``A`` with ``A A^T = cov`` of a PSD matrix (eigenvalues rounded below 0 are taken as 0)."""
-    lam, vec = np.linalg.eigh(cov)
-    return vec * np.sqrt(np.maximum(lam, 0.0))
