@@ -261,7 +261,7 @@ class _GaussianComponents:
 
         Parameters
         ----------
-        x_s : (B, *event_shape) array_like
+        x_s : ``(B, *event_shape)`` array_like
             States at time ``s`` (NumPy, or anything ``numpy.asarray`` accepts).
         s, t : float
             Start and end times (either order) in the diffusion's range.
@@ -343,7 +343,7 @@ class GaussianMixture(_GaussianComponents):
         (:func:`~gddim_numerics.layout.validate_event_shape`).
     weights : (K,) array_like
         Positive weights :math:`\pi_k` summing to 1.
-    means : (K, *event_shape) array_like
+    means : ``(K, *event_shape)`` array_like
         Component means :math:`\mu_k` (full states; for CLD the velocity entries are usually 0).
     covs : None or (K, D, D) or (K, M, k, k) array_like, optional
         :math:`S_k \succeq \Sigma_0` in the augmented sense (:math:`S_k - \Sigma_0` is the clean
@@ -431,7 +431,7 @@ class GaussianData(_GaussianComponents):
 
         Parameters
         ----------
-        x_s : (B, *event_shape) array_like
+        x_s : ``(B, *event_shape)`` array_like
             States at time ``s``.
         s, t : float
             Start and end times (either order), with :math:`C_s, C_t` nonsingular.
