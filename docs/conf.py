@@ -49,7 +49,7 @@ def directive_for(module, name: str) -> str:
     """The autodoc directive of one public name: class, function or data."""
     obj = getattr(module, name)
     if inspect.isclass(obj):
-        return f".. autoclass:: {module.__name__}.{name}\n   :members:\n"
+        return f".. autoclass:: {module.__name__}.{name}\n   :members:\n   :inherited-members:\n"
     if callable(obj):
         return f".. autofunction:: {module.__name__}.{name}\n"
     return f".. autodata:: {module.__name__}.{name}\n   :no-value:\n"
@@ -67,10 +67,11 @@ def api_source() -> str:
 
 
 def module_names() -> list[str]:
-    """Every non-private module of :data:`PACKAGES`, found by walking the installed packages."""
+    """The packages of :data:`PACKAGES` and their non-private modules, found by walking them."""
     names = []
     for package in PACKAGES:
         module = __import__(package, fromlist=["_"])
+        names.append(package)
         names.extend(f"{package}.{info.name}" for info in pkgutil.iter_modules(module.__path__)
                      if not info.name.startswith("_") and not info.ispkg)
     return names
@@ -81,7 +82,9 @@ def modules_source() -> str:
     parts = []
     for name in module_names():
         title = f"``{name}``"
-        parts.append(f"{title}\n{'-' * len(title)}\n\n.. automodule:: {name}\n   :members:\n")
+        # a package re-exports its modules' names (its __all__, on the API page): docstring only
+        members = "" if name in PACKAGES else "   :members:\n"
+        parts.append(f"{title}\n{'-' * len(title)}\n\n.. automodule:: {name}\n{members}")
     return "\n".join(parts)
 
 

@@ -1,6 +1,6 @@
 r"""Baseline samplers beside gDDIM, under the same API, result object and exact evaluation counts.
 
-Time runs down, as everywhere in the library (MATH.md §0): a step goes from ``s = ts[k]`` to
+Time runs down, as everywhere in the library (docs/math §0): a step goes from ``s = ts[k]`` to
 ``t = ts[k+1] < s`` with :math:`\Delta t = t - s < 0`. Networks may return any output type of
 :mod:`gddim_numerics.outputs`; it is converted exactly (affinely) to
 :math:`\epsilon_R = a_s u + b_s y`, so the score is :math:`\nabla\log p_s = -R_s^{-\top}\epsilon_R`.
@@ -24,7 +24,7 @@ evaluations per step or an evaluation at an intermediate state; they run a short
 on the same structured per-mode operators (:func:`gddim_numerics.backends.operator_for`), so they
 also work on any array-API namespace. ``rk45``/``dop853`` integrate on the host in float64 NumPy.
 
-Every method takes ``denoise=True`` to append the final denoising step of MATH.md §3.6 (one Euler
+Every method takes ``denoise=True`` to append the final denoising step of docs/math §3.6 (one Euler
 step of the λ = 1 reverse drift, without noise, from the grid's last time to 0; one evaluation).
 
 Importing this module registers the methods with :func:`gddim_numerics.sample`.
@@ -105,7 +105,7 @@ def _score_gain(diffusion: LinearDiffusion, times: np.ndarray) -> np.ndarray:
 def probability_flow_coefficients(diffusion: LinearDiffusion, times, output: str = "eps_R"):
     r"""Per-mode ``(V_u, V_y)`` of the probability-flow velocity at ``times``.
 
-    The PF ODE (MATH.md §2.1, λ = 0) in the network's output ``y`` (MATH.md §6):
+    The PF ODE (docs/math §2.1, λ = 0) in the network's output ``y`` (docs/math §6):
 
     .. math::
         \dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u) = F_t u + \tfrac12 G_tG_t^\top R_t^{-\top}\epsilon_R
@@ -132,7 +132,7 @@ def _grid(diffusion: LinearDiffusion, ts, denoise: bool) -> np.ndarray:
 # affine baselines: StepTables
 # --------------------------------------------------------------------------------------------
 def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "eps_R") -> StepTables:
-    r"""Euler–Maruyama on the λ-family reverse SDE (MATH.md §2.1) as :class:`StepTables`.
+    r"""Euler–Maruyama on the λ-family reverse SDE (docs/math §2.1) as :class:`StepTables`.
 
     The reverse SDE :math:`du = [F_tu - \tfrac{1+\lambda^2}{2}G_tG_t^\top\nabla\log p_t(u)]\,dt
     + \lambda G_t\,d\bar w`, frozen at the step's start ``s`` over :math:`\Delta t = t - s < 0`:
@@ -144,7 +144,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     with the symmetric PSD square root as noise factor (any factor gives the same law). ``lam = 0``
     is probability-flow Euler (no noise); ``lam = 1`` the usual reverse SDE.
 
-    The authors' code (``cld_jax/sampling.py:get_em_sampler``, MATH.md §4.2) weights the score by
+    The authors' code (``cld_jax/sampling.py:get_em_sampler``, docs/math §4.2) weights the score by
     :math:`(1+\lambda)/2` instead of :math:`(1+\lambda^2)/2`; the two agree only for λ ∈ {0, 1},
     and only the latter keeps the marginals :math:`p_t` for every λ. Their paper's Table 2 EM row
     comes from the code's weighting.
@@ -164,7 +164,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
 
 
 def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> StepTables:
-    r"""Ancestral sampling (DDPM; BDM per frequency, MATH.md §5.4) as :class:`StepTables`.
+    r"""Ancestral sampling (DDPM; BDM per frequency, docs/math §5.4) as :class:`StepTables`.
 
     For ``k = 1`` modes with mean coefficient :math:`\alpha_t = \Psi(t, 0)` and variance
     :math:`\sigma_t^2 = \Sigma_t`: draw from the kernel's posterior :math:`q(u_t \mid u_s, \hat u_0)`
@@ -180,7 +180,7 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
     :math:`\mu = \frac{\alpha_{t|s}\sigma^2_{t\to s}}{\sigma^2_{t|s}}y_t
     + \frac{\sigma^2_{t\to s}}{\alpha_{t|s}\sigma_s^2}(y_t - \sigma_t\hat\epsilon)`,
     :math:`\sigma^2_{t\to s} = (\sigma_s^{-2} + \alpha_{t|s}^2/\sigma_{t|s}^2)^{-1}`, per frequency; it equals
-    stochastic gDDIM with λ = 1 (MATH.md §4.1, §5.4). Denominators are not clipped: a step whose
+    stochastic gDDIM with λ = 1 (docs/math §4.1, §5.4). Denominators are not clipped: a step whose
     signal-to-noise ratio does not decrease is refused.
 
     Raises
@@ -330,7 +330,7 @@ class _ArrayRun:
 
 def _denoised(plan, head: SampleResult, eps_fn, callback, return_trajectory: bool, check_finite: bool,
               on_nonfinite: str, block_axis: int) -> SampleResult:
-    """``head`` followed by the final denoising step (MATH.md §3.6) when the plan asks for it."""
+    """``head`` followed by the final denoising step (docs/math §3.6) when the plan asks for it."""
     if not plan.denoise or not head.success:
         return head
     t_end = float(head.ts[-1])
@@ -458,13 +458,13 @@ def sscs_half_step(diffusion: CLD, s, t) -> tuple[np.ndarray, np.ndarray]:
       :math:`\tilde A = -(A + Q\Sigma_\infty^{-1})` — for CLD
       :math:`dx = -M^{-1}v\,\beta dr`, :math:`dv = (x - \Gamma M^{-1}v)\beta dr + \sqrt{2\Gamma\beta}\,dw`;
     * S: :math:`du = \beta Q(\nabla\log p + \Sigma_\infty^{-1}u)\,dr` — for CLD
-      :math:`dv = 2\Gamma\beta(s_v + M^{-1}v)\,dr` (MATH.md §4.3).
+      :math:`dv = 2\Gamma\beta(s_v + M^{-1}v)\,dr` (docs/math §4.3).
 
     A is a constant-coefficient linear SDE in the time :math:`b = B(s) - B(t)` (:math:`B = \int\beta`),
     so its exact transition is Gaussian: :math:`u \mapsto \Phi u + N(0, P)` with
     :math:`\Phi = e^{b\tilde A}` and :math:`P = \int_0^b e^{r\tilde A}Qe^{r\tilde A^\top}dr`, the
     Van Loan block exponential (:meth:`ConstantCoefficientSDE.van_loan`) iterated over ``n``
-    sub-steps with :math:`\|\tilde A\|\,b/n \le 1` (MATH.md §1.3):
+    sub-steps with :math:`\|\tilde A\|\,b/n \le 1` (docs/math §1.3):
     :math:`P \leftarrow \Phi_h P\Phi_h^\top + Q_d(h)`. (A is the time reversal of the stationary
     forward diffusion, so also :math:`\Phi = \Sigma_\infty\Psi(s,t)^\top\Sigma_\infty^{-1}` and
     :math:`P = \Sigma_\infty - \Phi\Sigma_\infty\Phi^\top` — a cross-check, used in the tests.)
@@ -488,7 +488,7 @@ def sscs_half_step(diffusion: CLD, s, t) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SSCS:
-    r"""CLD's symmetric splitting sampler (Dockhorn et al. 2022; MATH.md §4.3).
+    r"""CLD's symmetric splitting sampler (Dockhorn et al. 2022; docs/math §4.3).
 
     Per step from ``s`` to ``t`` (mid time :math:`m = (s+t)/2`, :math:`\Delta r = s - t`), with the
     split of :func:`sscs_half_step`:
@@ -503,7 +503,7 @@ class SSCS:
     only the velocity). The half steps split the step at the time midpoint, as both codes do.
     Noise draws ``2k`` and ``2k + 1`` serve step ``k`` (a ``noise(index, shape)`` callable sees these
     indices). A callback's ``StepInfo.x`` is :math:`v`, the state the network saw. The reference
-    codes use ``denoise=True`` (MATH.md §3.6).
+    codes use ``denoise=True`` (docs/math §3.6).
 
     Raises
     ------

@@ -1,4 +1,4 @@
-r"""Network output types and their exact conversions (MATH.md §6).
+r"""Network output types and their exact conversions (docs/math §6).
 
 A network returns one of
 

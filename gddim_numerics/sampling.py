@@ -54,7 +54,7 @@ register_method("gddim", Method(
 register_method("gddim_L", Method(
     build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 2, **o, "factor": "L"}),
     steps_for_nfe=_gddim_steps,
-    description="the K = L (Cholesky) ablation of gDDIM (MATH.md §3.2, paper Table 1)"))
+    description="the K = L (Cholesky) ablation of gDDIM (docs/math §3.2, paper Table 1)"))
 
 
 def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: int = 20,

@@ -137,7 +137,7 @@ def error_table(results: dict, diffusion: str, kind: str) -> Table:
              "(defined at the top); `± s`: Monte Carlo standard error.",)
     if kind == "mixture":
         notes += ("At low NFE a mixture error can be dominated by the few trajectories that end in another "
-                  "component than the exact flow's (MATH.md §3.9), hence plateaus and jumps.",)
+                  "component than the exact flow's (docs/math §3.9), hence plateaus and jumps.",)
     if TUNED_SAMPLER in block:
         notes += (f"`{TUNED_SAMPLER}` runs on its own grid (and form, order, corrector) per NFE — see the settings "
                   "under the tuned ÷ paper table; every other row uses the common grid.",)
@@ -248,7 +248,7 @@ def dirac_table(results: dict) -> Table | None:
     nfe = results["meta"]["options"]["nfe"]
     notes = (f"Largest relative error over NFE ∈ {{{', '.join(map(str, nfe))}}} on a single data point "
              "(deterministic: pathwise; stochastic: exact distance in law).",
-             "gDDIM with K = R is exact for any step size here (MATH.md §3.2) — every order, stochastic or not, and "
+             "gDDIM with K = R is exact for any step size here (docs/math §3.2) — every order, stochastic or not, and "
              f"`{TUNED_SAMPLER}` (data or ε form, any extrapolation variable, with or without the PEC corrector): "
              "expect round-off, ~1e-12. K = L equals K = R on VP and BDM (L = R there) and is not exact on CLD.")
     return Table("Dirac exactness of gDDIM (K = R) vs K = L", notes, ("sampler", "description", *exact), tuple(rows))

@@ -1,4 +1,4 @@
-r"""The validation study: samplers × diffusions × NFE on exact-score problems (MATH.md §8).
+r"""The validation study: samplers × diffusions × NFE on exact-score problems (docs/math §8).
 
 Every number the ``validate`` command prints comes from :func:`run_study`, which returns plain
 dicts (JSON-ready). The problems, error measures and fits are:
@@ -296,7 +296,7 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 # ------------------------------------------------------------------------------------ problems
 def _lift(diffusion: gd.LinearDiffusion, event_shape: tuple[int, ...], mean: np.ndarray,
           cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clean data ``N(mean, cov)`` as a law of the full state at ``t = 0`` (augmented sense, MATH.md §1.4).
+    """Clean data ``N(mean, cov)`` as a law of the full state at ``t = 0`` (augmented sense, docs/math §1.4).
 
     The data sit in the first entry of each ``k``-block (CLD's position; velocity mean 0), and the
     state covariance is ``Sigma_0 + E cov E^T``.
@@ -407,7 +407,7 @@ def affine_output_law(plan, eps_fn, event_shape: tuple[int, ...], mean_start: np
     with a ``noise(index, shape)`` callable reads off :math:`A` (rows :math:`m_T + e_i`, no noise)
     and every :math:`B_k` (row :math:`m_T` with :math:`z_k = e_j`), so for
     :math:`u_T \sim N(m_T, C_T)` the output is exactly
-    :math:`N(A m_T + c,\ A C_T A^\top + \sum_k B_k B_k^\top)` (MATH.md §8.4). It works for every
+    :math:`N(A m_T + c,\ A C_T A^\top + \sum_k B_k B_k^\top)` (docs/math §8.4). It works for every
     affine sampler, with or without :class:`~gddim_numerics.tables.StepTables` (SSCS has none).
     """
     d = mean_start.size
@@ -497,7 +497,7 @@ class Measurement:
 
 
 class Bench:
-    """One (diffusion, problem): start points, references, and the error measures of MATH.md §8."""
+    """One (diffusion, problem): start points, references, and the error measures of docs/math §8."""
 
     def __init__(self, case: Case, kind: str, config: StudyConfig):
         self.diffusion = case.diffusion
@@ -757,7 +757,7 @@ def tuned_settings(config: StudyConfig, cases: Sequence[Case]) -> dict:
 def dirac_exactness(results: dict) -> dict:
     """Largest error over NFE of every gDDIM-family sampler on the Dirac problem, per diffusion.
 
-    With ``K = R`` gDDIM is exact for any step size on a single data point (MATH.md §2.4, §3.2,
+    With ``K = R`` gDDIM is exact for any step size on a single data point (docs/math §2.4, §3.2,
     §8.4: also in law for every lambda); ``K = L`` is not where ``L != R`` (CLD).
     """
     out = {}
