@@ -7,6 +7,7 @@ so names added to ``__all__`` appear without editing the docs. Nothing is writte
 source tree.
 """
 
+import importlib.util
 import inspect
 import pkgutil
 
@@ -32,7 +33,10 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-suppress_warnings = ["config.cache"]
+#: Optional dependencies a module may import at its top: mocked when absent, so that the
+#: reference builds with the ``docs`` extra alone.
+OPTIONAL = ("torch", "cupy", "jax", "dask", "distributed", "diffusers", "matplotlib", "tqdm", "sklearn")
+autodoc_mock_imports = [name for name in OPTIONAL if importlib.util.find_spec(name) is None]
 
 #: (module, names) documented on the API page, in this order.
 PUBLIC = (
