@@ -99,6 +99,26 @@ def _insert_generated(app, docname, source):
         source[0] = source[0].replace(MODULES_MARKER, modules_source())
 
 
+def _resolve_short_name(app, env, node, contnode):
+    """Resolve a Python cross-reference written without its module (``StepTables``,
+    ``LinearDiffusion.log_snr``) to the one documented object whose full name ends with it,
+    preferring the public ``gddim_numerics.NAME`` path; ambiguous or unknown names stay text."""
+    if node.get("refdomain") != "py":
+        return None
+    from sphinx.util.nodes import make_refnode
+
+    target = node["reftarget"].lstrip("~.")
+    objects = env.get_domain("py").objects
+    matches = sorted((name for name in objects if name.endswith("." + target)), key=len)
+    if not matches:
+        return None
+    if len(matches) > 1 and len(matches[0]) == len(matches[1]):
+        return None
+    entry = objects[matches[0]]
+    return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, matches[0])
+
+
 def setup(app):
     app.connect("source-read", _insert_generated)
+    app.connect("missing-reference", _resolve_short_name)
     return {"parallel_read_safe": True}
