@@ -10,6 +10,7 @@ source tree.
 import importlib.util
 import inspect
 import pkgutil
+import sys
 
 import gddim_numerics
 import gddim_numerics.backends
@@ -59,14 +60,41 @@ def directive_for(module, name: str) -> str:
     return f".. autodata:: {module.__name__}.{name}\n   :no-value:\n"
 
 
+def home_module(package, name: str) -> str:
+    """The module that defines the public ``package.name`` (for data: the module holding it)."""
+    obj = getattr(package, name)
+    home = getattr(obj, "__module__", None) if (inspect.isclass(obj) or inspect.isroutine(obj)) else None
+    if home is None:
+        prefix = package.__name__ + "."
+        holders = sorted(m for m, mod in list(sys.modules.items())
+                         if m.startswith(prefix) and getattr(mod, name, None) is obj)
+        home = holders[0] if holders else package.__name__
+    return home
+
+
+def first_paragraph(modname: str) -> str:
+    """The first paragraph of a module's docstring (whole, so inline markup stays closed)."""
+    doc = inspect.getdoc(sys.modules[modname]) or ""
+    lines = doc.split("\n\n")[0].strip().splitlines()
+    if len(lines) > 1 and set(lines[1].strip()) <= set("-=~^#*"):  # a section title: keep its text
+        lines = lines[:1]
+    return "\n".join(lines)
+
+
 def api_source() -> str:
-    """reST of every public name, one section per public module."""
+    """reST of every public name: one section per public package, grouped by defining module."""
     parts = []
     for modname, names in PUBLIC:
-        module = __import__(modname, fromlist=["_"])
+        package = __import__(modname, fromlist=["_"])
         title = f"``{modname}``"
-        parts.append(f"{title}\n{'-' * len(title)}\n\n.. currentmodule:: {modname}\n")
-        parts.extend(directive_for(module, name) for name in names)
+        parts.append(f"{title}\n{'=' * len(title)}\n\n.. currentmodule:: {modname}\n")
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            groups.setdefault(home_module(package, name), []).append(name)
+        for home in sorted(groups):
+            sub = f"From ``{home}``"
+            parts.append(f"{sub}\n{'-' * len(sub)}\n\n{first_paragraph(home)}\n")
+            parts.extend(directive_for(package, name) for name in groups[home])
     return "\n".join(parts)
 
 
