@@ -130,7 +130,7 @@ def _insert_generated(app, docname, source):
 def _resolve_short_name(app, env, node, contnode):
     """Resolve a Python cross-reference written without its module (``StepTables``,
     ``LinearDiffusion.log_snr``) to the one documented object whose full name ends with it,
-    preferring the public ``gddim_numerics.NAME`` path; ambiguous or unknown names stay text."""
+    the shortest one, so the public ``gddim_numerics.NAME`` path wins; ties and unknown names stay text."""
     if node.get("refdomain") != "py":
         return None
     from sphinx.util.nodes import make_refnode
