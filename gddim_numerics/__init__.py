@@ -22,6 +22,17 @@ from .vp import VPSDE
 
 __version__ = "0.1.0"
 
+#: names served on first use from :mod:`gddim_numerics.backends` (``import gddim_numerics`` loads no backend)
+_LAZY = {"wrap_model": "adapters", "ModelAdapter": "adapters", "GDDIMScheduler": "scheduler"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"gddim_numerics.backends.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gddim_numerics' has no attribute {name!r}")
+
 __all__ = [
     "DiracData",
     "GDDIM",

@@ -369,7 +369,7 @@ class Heun:
     diffusion : LinearDiffusion
     ts : array_like
         Decreasing grid.
-    output : {"eps_R", "eps_L", "score", "data"}
+    output : {"eps_R", "eps_L", "score", "data", "v"}
         What ``eps_fn`` returns.
     denoise : bool
         Append the final denoising step (one evaluation).
@@ -621,7 +621,7 @@ class ProbabilityFlowIVP:
         Evaluation budget (``None``: unlimited).
     t_start, t_end : float, optional
         Integration interval (defaults ``diffusion.t_start``, ``diffusion.t_end``).
-    output : {"eps_R", "eps_L", "score", "data"}
+    output : {"eps_R", "eps_L", "score", "data", "v"}
         What ``eps_fn`` returns.
     denoise : bool
         Append the final denoising step (one evaluation).

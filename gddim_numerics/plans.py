@@ -340,7 +340,7 @@ class GDDIM:
         :math:`\lambda \ge 0` of the stochastic family; 0 is the probability-flow ODE.
     factor : {"R", "L"}
         ``"R"``: gDDIM; ``"L"``: the Cholesky (``K = L``) ablation of the paper's Table 1.
-    output : {"eps_R", "eps_L", "score", "data"}
+    output : {"eps_R", "eps_L", "score", "data", "v"}
         What the network ``eps_fn`` returns.
     denoise : bool
         Append the final denoising step to 0 (one more evaluation).
