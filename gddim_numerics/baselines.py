@@ -151,7 +151,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     """
     diffusion = _check_diffusion(diffusion)
     lam = check_lam(lam)
-    check_output_type(output)
+    check_output_type(output, diffusion)
     ts = check_grid(diffusion, ts)
     s = ts[:-1]
     dt = (ts[1:] - s)[:, None, None, None]
@@ -189,7 +189,7 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
         If the diffusion has ``k > 1`` blocks (e.g. CLD): use ``"em"`` or ``"gddim"`` with ``lam=1``.
     """
     diffusion = _check_diffusion(diffusion)
-    check_output_type(output)
+    check_output_type(output, diffusion)
     if diffusion.block_size != 1:
         raise ValueError(
             f"ancestral sampling needs a diffusion with k = 1 modes (VP, VE, BDM); {diffusion!r} has "
@@ -380,7 +380,7 @@ class Heun:
     def __init__(self, diffusion: LinearDiffusion, ts, output: str = "eps_R", denoise: bool = False,
                  final_euler: bool = False):
         self.diffusion = _check_diffusion(diffusion)
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         self.denoise, self.final_euler = bool(denoise), bool(final_euler)
         self.ts = _grid(diffusion, ts, self.denoise)
         s, t = self.ts[:-1], self.ts[1:]
@@ -516,7 +516,7 @@ class SSCS:
             raise ValueError(f"sscs (symmetric splitting) is CLD's sampler and needs a gd.CLD diffusion; got "
                              f"{diffusion!r}. Use method='em' or 'gddim' for other diffusions")
         self.diffusion = diffusion
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         self.denoise = bool(denoise)
         self.ts = _grid(diffusion, ts, self.denoise)
         s, t = self.ts[:-1], self.ts[1:]
@@ -643,7 +643,7 @@ class ProbabilityFlowIVP:
                                     or max_nfe < 1 + int(self.denoise)):
             raise ValueError(f"max_nfe must be None or an integer >= {1 + int(self.denoise)}; got {max_nfe!r}")
         self.max_nfe = None if max_nfe is None else int(max_nfe)
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         t0 = diffusion.t_start if t_start is None else t_start
         t1 = diffusion.t_end if t_end is None else t_end
         self.ts = _grid(diffusion, [t0, t1], self.denoise)

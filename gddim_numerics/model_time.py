@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .diffusion import LinearDiffusion
-from .outputs import OUTPUT_TYPES
+from .outputs import OUTPUT_TYPES, check_output_type
 
 TIME_CONVENTIONS = ("t", "scaled", "index", "sigma", "log_snr")
 ROUNDINGS = ("nearest", "exact")
@@ -55,10 +55,7 @@ def output_type(prediction: str, diffusion: LinearDiffusion) -> str:
             raise ValueError(f"prediction={prediction!r} is ambiguous on {diffusion!r} (k = {diffusion.block_size}): "
                              "say 'eps_R' (gDDIM's noise) or 'eps_L' (Cholesky noise, e.g. CLD's HSM networks)")
         out = "eps_R"
-    if out == "v" and diffusion.block_size != 1:
-        raise ValueError(f"prediction='v' is defined for diffusions with scalar modes (VP, VE, BDM); {diffusion!r} "
-                         f"has k = {diffusion.block_size}")
-    return out
+    return check_output_type(out, diffusion)
 
 
 def timestep_grid(diffusion: LinearDiffusion, timesteps) -> np.ndarray:

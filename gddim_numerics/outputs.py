@@ -35,10 +35,12 @@ OUTPUT_TYPES = ("eps_R", "eps_L", "score", "data", "v")
 FACTORS = ("R", "L")
 
 
-def check_output_type(output: str) -> str:
-    """Validate a network output type name."""
+def check_output_type(output: str, diffusion: LinearDiffusion | None = None) -> str:
+    """Validate a network output type name (and, given ``diffusion``, that it is defined there)."""
     if output not in OUTPUT_TYPES:
         raise ValueError(f"output must be one of {OUTPUT_TYPES}; got {output!r}")
+    if output == "v" and diffusion is not None:
+        _angle_defined(diffusion)
     return output
 
 
@@ -94,9 +96,13 @@ def to_data(diffusion: LinearDiffusion, t, output: str):
 
 def _angle(diffusion: LinearDiffusion, t):
     r"""Per-mode :math:`(m_t, r_t, m_t^2 + r_t^2)` of a ``k = 1`` diffusion, for the ``"v"`` output."""
+    _angle_defined(diffusion)
+    m, r = diffusion.mean_coefficient(t), diffusion.gddim_factor(t)
+    return m, r, m * m + r * r
+
+
+def _angle_defined(diffusion: LinearDiffusion) -> None:
     if diffusion.block_size != 1:
         raise ValueError(f"output='v' is defined for diffusions with scalar modes (k = 1: VP, VE, BDM); "
                          f"{diffusion!r} has k = {diffusion.block_size} blocks. Have the network predict "
                          "'eps_R', 'eps_L', 'score' or 'data' instead")
-    m, r = diffusion.mean_coefficient(t), diffusion.gddim_factor(t)
-    return m, r, m * m + r * r

@@ -373,7 +373,7 @@ class GDDIM:
         self.lam = check_lam(lam)
         check_factor(factor)
         self.factor = factor
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         self.denoise = bool(denoise)
         self.lower_order_final = bool(lower_order_final)
         self.variable = variable
