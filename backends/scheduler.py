@@ -222,22 +222,26 @@ class GDDIMScheduler(SchedulerMixin, ConfigMixin):
         def s(table: np.ndarray | None, *index: int, default: float = 0.0) -> float:
             return default if table is None else float(table[index][..., 0, 0, 0])
 
-        h = s(tab.input_output, k, default=1.0) * y
-        if tab.input_state is not None:
-            h = h + s(tab.input_state, k) * x
+        a, b = s(tab.input_state, k), s(tab.input_output, k, default=1.0)
+        h = b * y if a == 0.0 else b * y + a * x
+        # the newest output enters with its conversion folded in (float64), as in run_tables, so that
+        # A x and B_0 a x never cancel in the sample's dtype:
+        # x' = (A + B_0 a) x + B_0 b y + (A + B_0 rho) delta + sum_{j>=1} B_j h_{k-j} + N z
+        big_a, b0 = s(tab.state, k), s(tab.history, k, 0)
+        out = (big_a + b0 * a) * x + (b0 * b) * y
         p = 0 if tab.correction_orders is None else int(tab.correction_orders[k])
         if p:
             delta = s(tab.correction, k, 0) * h
             for i in range(1, p):
                 delta = delta + s(tab.correction, k, i) * self._history[k - i]
-            x = x + delta
-            h = h + s(tab.reanchor, k) * delta
+            rho = s(tab.reanchor, k)
+            out = out + (big_a + b0 * rho) * delta
+            h = h + rho * delta
+        for j in range(1, int(tab.orders[k])):
+            out = out + s(tab.history, k, j) * self._history[k - j]
         width = max(tab.history.shape[1], 0 if tab.correction is None else tab.correction.shape[1])
         self._history = {j: v for j, v in self._history.items() if j > k - width}
         self._history[k] = h
-        out = s(tab.state, k) * x
-        for j in range(int(tab.orders[k])):
-            out = out + s(tab.history, k, j) * self._history[k - j]
         if tab.noise is not None and s(tab.noise, k) != 0.0:
             z = variance_noise if variance_noise is not None else randn_tensor(
                 x.shape, generator=generator, device=x.device, dtype=x.dtype)
