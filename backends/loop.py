@@ -99,6 +99,10 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     written to afterwards.
     """
     check_call(eps_fn, on_nonfinite)
+    declared, planned = getattr(eps_fn, "output", None), tables.info.get("output")
+    if isinstance(declared, str) and planned is not None and declared != planned:
+        raise ValueError(f"eps_fn returns output {declared!r} but the plan was built for output={planned!r}; "
+                         f"build it with output=eps_fn.output")
     xp = namespace_of(x, "x")
     out_dtype = x.dtype
     work = working_dtype(xp, out_dtype, "x")

@@ -11,6 +11,7 @@ from .cld import CLD
 from .diffusion import LinearDiffusion
 from .grids import GRID_KINDS, check_grid, time_grid
 from .linear_sde import ConstantCoefficientSDE, LinearSDE
+from .model_time import timestep_grid
 from .plans import GDDIM
 from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
@@ -47,6 +48,7 @@ __all__ = [
     "register_method",
     "sample",
     "time_grid",
+    "timestep_grid",
     "BDM",
     "CLD",
     "ConstantCoefficientSDE",

@@ -7,8 +7,10 @@ A network is trained with its own time input. :class:`TimeConvention` maps the l
 ``"scaled"``   ``scale * t`` (e.g. ``scale=999``: score-SDE's continuous DDPM++ models);
 ``"index"``    the integer index ``n`` of a discrete training table (``VPSDE.discrete``: entry ``n``
                sits at ``t_n = (n + 1)/N``, :attr:`DiscreteSchedule.table_times`), the nearest knot
-               (``rounding="nearest"``) or the knot itself (``rounding="exact"``: every time of
-               the grid must be a knot; build such grids with :func:`timestep_grid`);
+               (``rounding="nearest"``: the network then sees a time up to ``1/(2N)`` away from
+               the sampler's, an error of the sampler's own making) or the knot itself
+               (``rounding="exact"``: every time of the grid must be a knot; build such grids with
+               :func:`timestep_grid`);
 ``"sigma"``    the noise-to-signal ratio :math:`\sigma = e^{-\lambda_t/2}` (EDM's :math:`\sigma`: VP
                :math:`\sigma_t/\alpha_t`; VE :math:`\sqrt{\Sigma_t} = \sqrt{\sigma_t^2 - \sigma_{min}^2}`; a
                score-SDE VE model conditioned on :math:`\sigma_{min}(\sigma_{max}/\sigma_{min})^t`
@@ -142,5 +144,5 @@ class TimeConvention:
         if self.rounding == "exact" and abs(table[n] - t) > KNOT_RTOL * table[n]:
             raise ValueError(f"t={t:.9g} is not a timestep of the training table (nearest: timestep {n} at "
                              f"t={table[n]:.9g}); build the grid from timesteps with "
-                             "gddim_numerics.model_time.timestep_grid, or use rounding='nearest'")
+                             "gd.timestep_grid(sde, timesteps), or use rounding='nearest'")
         return n

@@ -80,7 +80,7 @@ def test_steps_equal_the_library_loop():
             for t in sched.timesteps:
                 u = sched.step(unet(u, t).sample, t, u).prev_sample
         eps_fn = gd.wrap_model(unet, sched.diffusion, time="index", rounding="exact", prediction=prediction)
-        grid = gd.model_time.timestep_grid(sched.diffusion, [751, 501, 251, 1, 0])
+        grid = gd.timestep_grid(sched.diffusion, [751, 501, 251, 1, 0])
         ref = gd.METHODS[method].build(sched.diffusion, grid, output=eps_fn.output, **options).sample(eps_fn, x).x
         assert (u - ref).abs().max() <= 1e-12 * ref.abs().max(), (method, options, prediction)  # measured <= 1.5e-15
 

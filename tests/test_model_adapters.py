@@ -66,7 +66,7 @@ def test_index_time_nearest_and_exact_knots():
         f(x, t)
         assert rec.seen[-1].dtype == torch.int64 and rec.seen[-1].tolist() == [n, n]
     exact = gd.wrap_model(rec, sde, time="index", rounding="exact")
-    ts = gd.model_time.timestep_grid(sde, [999, 749, 499, 249, 0])
+    ts = gd.timestep_grid(sde, [999, 749, 499, 249, 0])
     for t, n in zip(ts, [999, 749, 499, 249, 0]):
         exact(x, t)
         assert rec.seen[-1].tolist() == [n, n]
@@ -281,6 +281,8 @@ def test_bad_model_outputs_name_the_call_and_time():
         gd.GDDIM(sde, ts).sample(gd.wrap_model(nan_late, sde, time="index", check_finite=True), x)
     with pytest.raises(FloatingPointError, match=r"NaN or Inf at step 2 \(t="):  # the loop's own check
         gd.GDDIM(sde, ts).sample(gd.wrap_model(nan_late, sde, time="index"), x)
+    with pytest.raises(ValueError, match="eps_fn returns output 'v' but the plan was built for output='eps_R'"):
+        gd.GDDIM(sde, ts).sample(gd.wrap_model(nan_late, sde, prediction="v"), x)
     with pytest.raises(ValueError, match="time must be one of"):
         gd.wrap_model(nan_late, sde, time="seconds")
     with pytest.raises(ValueError, match="layout='channel_split' is for diffusions with k > 1"):
