@@ -475,7 +475,7 @@ def test_sscs_needs_cld(sde):
 
 @pytest.mark.parametrize("make, match", [
     (lambda vp: bl.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
-    (lambda vp: bl.em(vp, [1.0, 0.5], output="v"), "eps_R"),
+    (lambda vp: bl.em(vp, [1.0, 0.5], output="x0"), "eps_R"),
     (lambda vp: bl.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
     (lambda vp: bl.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
     (lambda vp: bl.ProbabilityFlowIVP(vp, "RK4"), "solver"),
