@@ -26,6 +26,11 @@ The last step goes to the end point DDIM goes to: with ``set_alpha_to_one`` to
 :math:`\bar\alpha = 1` (``t = 0``), where every step of order 1 returns the data prediction
 :math:`\hat x_0` — the step is taken with order 1, as DDIM takes it; otherwise to timestep 0 (an
 identity step when the last timestep is 0 itself). Order 1 is then DDIM (η = 0) step for step.
+
+Nothing is clipped: DDIM's ``clip_sample`` and ``thresholding`` change the sampler and are not
+offered (``from_config`` of another scheduler's config ignores such keys, with diffusers' warning).
+Stochastic plans (``method_options={"order": 1, "lam": 1.0}``, or ``method="ancestral"``) draw their
+noise with the ``generator`` that pipelines pass to ``step``.
 """
 
 from __future__ import annotations
@@ -152,9 +157,23 @@ class GDDIMScheduler(SchedulerMixin, ConfigMixin):
                              f"{steps.tolist()}, not strictly decreasing inside 0..{n_train - 1}")
         return steps
 
-    def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
-        """Choose the timesteps and build the plan's float64 tables on them."""
-        steps = self.inference_timesteps(num_inference_steps)
+    def set_timesteps(self, num_inference_steps: int | None = None, device: Any = None, timesteps: Any = None) -> None:
+        """Choose the timesteps (or take ``timesteps``, decreasing integers) and build the plan's tables on them.
+
+        Each step goes from one timestep of the list to the next (DDIM's ``timestep - N // n`` differs
+        from that for ``"trailing"``/``"linspace"`` spacing when ``n`` does not divide ``N``).
+        """
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("pass either num_inference_steps or timesteps")
+        if timesteps is None:
+            steps = self.inference_timesteps(num_inference_steps)
+        else:
+            steps = np.asarray(timesteps.cpu() if isinstance(timesteps, torch.Tensor) else timesteps)
+            n_train = self.config.num_train_timesteps
+            if (steps.ndim != 1 or steps.size < 1 or not np.issubdtype(steps.dtype, np.integer)
+                    or steps.min() < 0 or steps.max() >= n_train or np.any(np.diff(steps) >= 0)):
+                raise ValueError(f"timesteps must be strictly decreasing integers in 0..{n_train - 1}; got {timesteps!r}")
+            steps = steps.astype(np.int64)
         self.num_inference_steps = len(steps)
         self.timesteps = torch.from_numpy(steps.copy()).to(device)
         table = self.diffusion.schedule.table_times

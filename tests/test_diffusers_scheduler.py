@@ -75,6 +75,8 @@ def test_steps_equal_the_library_loop():
                                   method_options=options)
         sched.set_timesteps(steps)
         assert sched.timesteps.tolist() == [751, 501, 251, 1]
+        if prediction == "sample":  # the same list given explicitly
+            sched.set_timesteps(timesteps=[751, 501, 251, 1])
         u = x
         with torch.no_grad():
             for t in sched.timesteps:
@@ -107,5 +109,7 @@ def test_stochastic_plan_add_noise_and_bad_input():
         gd.GDDIMScheduler(method="rk45")
     with pytest.raises(ValueError, match="unknown prediction type 'noise'"):
         gd.GDDIMScheduler(prediction_type="noise")
+    with pytest.raises(ValueError, match="timesteps must be strictly decreasing integers in 0..999"):
+        sched.set_timesteps(timesteps=[10, 500])
     with pytest.raises(ValueError, match="call set_timesteps"):
         gd.GDDIMScheduler().step(x, 999, x)
