@@ -116,9 +116,7 @@ class ModelAdapter:
         xp = namespace_of(x, "x")
         torch_like = is_torch_namespace(xp)
         xm = self._to_model_layout(xp, x)
-        if torch_like and self.device is not None and xm.device != self.device:
-            xm = xm.to(self.device)
-        elif not torch_like and self.device is not None:
+        if self.device is not None and device_of(xm) != self.device:
             xm = to_device(xm, self.device)
         if self.dtype is not None and xm.dtype != self.dtype:
             xm = xp.astype(xm, self.dtype)

@@ -317,3 +317,14 @@ def test_jax_model_runs_the_sampler_on_jax_arrays():
     np.testing.assert_allclose(np.asarray(got.x), ref, atol=1e-12 * np.abs(ref).max())
     noisy = gd.GDDIM(sde, ts, order=1, lam=1.0, output="data").sample(f, jnp.asarray(x), rng=np.random.default_rng(3))
     assert np.all(np.isfinite(np.asarray(noisy.x)))
+
+
+def test_import_loads_no_adapter_scheduler_or_framework():
+    import subprocess
+    import sys
+
+    code = ("import sys, gddim_numerics as gd; "
+            "print(sorted(m for m in ('torch', 'diffusers', 'jax', 'gddim_numerics.backends.adapters', "
+            "'gddim_numerics.backends.scheduler') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
