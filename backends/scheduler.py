@@ -141,7 +141,8 @@ class GDDIMScheduler(SchedulerMixin, ConfigMixin):
     def inference_timesteps(self, num_inference_steps: int) -> np.ndarray:
         """diffusers' integer timesteps for ``num_inference_steps`` (as ``DDIMScheduler`` spaces them)."""
         n_train = self.config.num_train_timesteps
-        if isinstance(num_inference_steps, bool) or not 1 <= int(num_inference_steps) <= n_train:
+        if (isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer))
+                or not 1 <= num_inference_steps <= n_train):
             raise ValueError(f"num_inference_steps must be an integer in 1..{n_train}; got {num_inference_steps!r}")
         n = int(num_inference_steps)
         spacing = self.config.timestep_spacing
