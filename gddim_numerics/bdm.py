@@ -120,6 +120,11 @@ class BDM(ScalarModesDiffusion):
         return -(1.0 - self.min_scale) * self._lambda * self._dtau(t) * e / d
 
     # ScalarModesDiffusion --------------------------------------------------------------------
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """The schedule's breakpoints (the blur is analytic): empty unless it is a tabulated schedule."""
+        return self.schedule.breakpoints
+
     def _log_mean(self, t):
         return 0.5 * self.schedule.log_alpha_bar(t)[..., None] + self._log_d(t)
 

@@ -132,6 +132,16 @@ class LinearDiffusion(abc.ABC):
         """``(M, k)``."""
         return (self.n_modes, self.block_size)
 
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """Sorted times where a coefficient (:math:`F`, :math:`GG^\\top`, :math:`\\Sigma`, ...) is not smooth.
+
+        Empty for every analytic diffusion; a tabulated schedule gives its spline knots. The
+        quadrature of the multistep weights puts a panel edge at each one inside a step, so it
+        converges geometrically instead of algebraically across a jump in a derivative.
+        """
+        return np.empty(0)
+
     def check_times(self, t, name: str = "t") -> np.ndarray:
         """Return ``t`` as float64 after checking it lies in :attr:`time_range`."""
         return times_in_range(t, *self.time_range, name=name)

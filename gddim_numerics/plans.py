@@ -168,7 +168,8 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
     The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (``lead=1``: corrector).
     One-node steps use the closed-form sum (:func:`step_weight_sum`) where it exists; every other
     weight is an exact integral by :func:`~gddim_numerics.quadrature.exponential_weights`
-    (~1e-14 relative to the step's largest weight).
+    (~1e-14 relative to the step's largest weight), with panels split at the diffusion's
+    ``breakpoints``.
 
     ``exact_sum``: where the closed-form sum exists, the newest-node weight is shifted by the
     quadrature's residual (a ~1e-14 relative change) so that the weights sum to the closed form to
@@ -186,7 +187,8 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
     if np.any(~single):
         sub = np.where(single, 1, counts)
         weights = exponential_weights(step_kernel(diffusion, form, factor_name), ts, sub, variable=phi,
-                                      n_nodes=n_nodes, max_ratio=max_ratio, lead=lead)
+                                      n_nodes=n_nodes, max_ratio=max_ratio, lead=lead,
+                                      breakpoints=diffusion.breakpoints)
         hist[~single, : weights.shape[1]] = weights[~single]
     if np.any(single):
         hist[single, 0] = closed[single]

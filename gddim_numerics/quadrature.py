@@ -12,7 +12,10 @@ and an extrapolation variable :math:`\varphi` (``t`` by default). The integral i
 (:math:`d\tau < 0` when ``t < s``). Each step is split into panels whose break points are
 geometric towards the smaller endpoint (ratio <= ``max_ratio``, at least ``min_panels``) with
 ``n_nodes`` Gauss–Legendre nodes per panel, which integrates the :math:`\tau^{-1/2}`-type layers
-at small ``t`` to ~1e-14 relative.
+at small ``t`` to ~1e-14 relative. The diffusion's ``breakpoints`` (times where a coefficient is
+not smooth, e.g. the knots of a tabulated schedule's spline) that fall inside a step are panel
+edges too: each panel then holds a smooth integrand and the rule converges geometrically again,
+instead of algebraically across a jump in a derivative.
 """
 
 from __future__ import annotations
@@ -34,21 +37,52 @@ def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return x, w
 
 
+def check_breakpoints(breakpoints) -> np.ndarray:
+    """``breakpoints`` as a strictly increasing, finite float64 1-D array (empty for ``None``)."""
+    if breakpoints is None:
+        return np.empty(0)
+    bp = np.asarray(breakpoints, dtype=np.float64)
+    if bp.ndim != 1 or not np.all(np.isfinite(bp)) or np.any(np.diff(bp) <= 0):
+        raise ValueError("breakpoints must be a 1-D array of finite, strictly increasing times")
+    return bp
+
+
+def interior_breakpoints(lo: np.ndarray, hi: np.ndarray, breakpoints: np.ndarray) -> np.ndarray:
+    """Count of the sorted ``breakpoints`` strictly inside each interval ``(lo[i], hi[i])`` (binary search)."""
+    return np.searchsorted(breakpoints, hi, side="left") - np.searchsorted(breakpoints, lo, side="right")
+
+
 def panel_nodes(a: np.ndarray, b: np.ndarray, n_nodes: int = 20, max_ratio: float = 1.5,
-                min_panels: int = 2, refine: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                min_panels: int = 2, refine: int = 1, breakpoints=None) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and oriented weights for :math:`\\int_a^b` on each of the intervals ``(a[i], b[i])``.
 
-    Returns arrays of shape ``(n, P * n_nodes)`` with one common panel count ``P`` (times ``refine``).
+    Returns arrays of shape ``(n, refine * (P + K) * n_nodes)``: one common count ``P`` of panels
+    geometric from the smaller endpoint (ratio <= ``max_ratio``, at least ``min_panels``), split
+    further at the sorted ``breakpoints`` strictly inside each interval (``K``: the most any
+    interval holds; an interval with fewer gets zero-width panels, whose weights are zero), and
+    each panel cut into ``refine`` geometric pieces. Only the breakpoints inside an interval are
+    looked at (a binary search per interval), so a long table of them costs little.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     if np.any(lo <= 0):
         raise ValueError("quadrature intervals must lie in t > 0")
-    n_panels = refine * int(max(min_panels, np.max(np.ceil(np.log(hi / lo) / np.log(max_ratio)))))
+    n_panels = int(max(min_panels, np.max(np.ceil(np.log(hi / lo) / np.log(max_ratio)))))
     frac = np.linspace(0.0, 1.0, n_panels + 1)
-    # geometric break points from lo to hi
+    # geometric break points from lo to hi, then the breakpoints inside
     edges = lo[:, None] * (hi / lo)[:, None] ** frac[None, :]
+    bp = check_breakpoints(breakpoints)
+    count = interior_breakpoints(lo, hi, bp)
+    if count.max(initial=0) > 0:
+        slot = np.arange(count.max())
+        idx = np.minimum(np.searchsorted(bp, lo, side="right")[:, None] + slot, bp.size - 1)
+        knots = np.where(slot < count[:, None], bp[idx], hi[:, None])  # padding: zero-width panels at hi
+        edges = np.sort(np.concatenate([edges, knots], axis=1), axis=1)
+    if refine > 1:  # every panel split into `refine` geometric pieces (without breakpoints: geometric from lo to hi)
+        left, ratio = edges[:, :-1, None], (edges[:, 1:] / edges[:, :-1])[..., None]
+        inner = (left * ratio ** (np.arange(refine) / refine)).reshape(len(a), -1)
+        edges = np.concatenate([inner, edges[:, -1:]], axis=1)
     x, w = gauss_legendre(n_nodes)
     left, right = edges[:, :-1], edges[:, 1:]
     half = 0.5 * (right - left)
@@ -80,6 +114,7 @@ def exponential_weights(
     tol: float = 1e-13,
     max_refine: int = 64,
     lead: int = 0,
+    breakpoints=None,
 ) -> np.ndarray:
     """Weights ``W (N, q_max, M, k, k)`` for every step of the grid ``ts``.
 
@@ -100,6 +135,10 @@ def exponential_weights(
         The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (newest first): ``0`` for
         a predictor (nodes from the step's start back), ``1`` for a corrector whose newest node is the
         step's end ``ts[k + 1]`` (docs/math §3.9).
+    breakpoints : 1-D array, optional
+        Sorted times where the kernel is not smooth (``LinearDiffusion.breakpoints``); those inside
+        a step are extra panel edges, so each step converges to ``tol`` (a PCHIP-interpolated
+        schedule's second derivative jumps at its knots: without them ~1e-9 after 64x refinement).
     """
     phi = (lambda t: t) if variable is None else variable
     ts = np.asarray(ts, dtype=np.float64)
@@ -114,15 +153,18 @@ def exponential_weights(
     lo = np.minimum(ts[:-1], ts[1:])
     ratio = np.maximum(ts[:-1], ts[1:]) / np.where(lo > 0, lo, np.nan)
     base_panels = np.where(lo > 0, np.ceil(np.log(ratio) / np.log(max_ratio)), 0)
-    # steps of one order and one panel count are integrated together (no step gets the panels of
-    # a harder one)
-    groups = sorted({(int(q), int(p)) for q, p in zip(orders, base_panels)})
-    for q, p in groups:
-        steps = np.flatnonzero((orders == q) & (base_panels == p))
-        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead)
+    bp = check_breakpoints(breakpoints)
+    # binary bucket of the count of breakpoints inside: 0, 1, 2-3, 4-7, ...
+    inside = np.frexp(interior_breakpoints(lo, np.maximum(ts[:-1], ts[1:]), bp))[1]
+    # steps of one order, one panel count and one bucket of breakpoints inside are integrated
+    # together (no step gets more than twice the panels it needs, and there are few groups)
+    groups = sorted({(int(q), int(p), int(c)) for q, p, c in zip(orders, base_panels, inside)})
+    for q, p, c in groups:
+        steps = np.flatnonzero((orders == q) & (base_panels == p) & (inside == c))
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp)
         refine = 2
         while steps.size:
-            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead)
+            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, bp)
             axes = tuple(range(1, fine.ndim))
             scale = np.max(np.abs(fine), axis=axes)
             err = np.max(np.abs(fine - coarse), axis=axes)
@@ -137,9 +179,10 @@ def exponential_weights(
     return out
 
 
-def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead=0):
+def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead=0, breakpoints=None):
     """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement."""
-    tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine)
+    tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine,
+                         breakpoints=breakpoints)
     probe = kernel(ts[steps[:1] + 1], ts[steps[:1]])
     out = np.empty((len(steps), q) + probe.shape[1:])
     per_step = tau.shape[1] * probe[0].size

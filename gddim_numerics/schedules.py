@@ -29,6 +29,11 @@ class NoiseSchedule(abc.ABC):
     def dlog_alpha_bar(self, t: np.ndarray) -> np.ndarray:
         r""":math:`\tfrac{d}{dt}\log\bar\alpha_t` (negative)."""
 
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """Sorted times where :math:`\\log\\bar\\alpha_t` is not smooth (empty: analytic schedules)."""
+        return np.empty(0)
+
     def alpha_bar(self, t) -> np.ndarray:
         r""":math:`\bar\alpha_t`."""
         return np.exp(self.log_alpha_bar(np.asarray(t, dtype=np.float64)))
@@ -181,6 +186,11 @@ class DiscreteSchedule(NoiseSchedule):
         self._lam = PchipInterpolator(self.table_times, lam, extrapolate=False)
         self._dlam = self._lam.derivative()
         self.time_range = (float(self.table_times[0]), 1.0)
+
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """The spline knots ``table_times``: its second derivative jumps there."""
+        return self.table_times
 
     def log_snr(self, t):
         t = np.asarray(t, dtype=np.float64)

@@ -47,6 +47,11 @@ class VPSDE(ScalarModesDiffusion):
         sched = DiscreteSchedule(alphas_cumprod=alphas_cumprod, betas=betas)
         return cls(sched, t_end=sched.time_range[0])
 
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """The schedule's breakpoints (the table knots of :meth:`discrete`; empty otherwise)."""
+        return self.schedule.breakpoints
+
     def _log_mean(self, t):
         return 0.5 * self.schedule.log_alpha_bar(t)[..., None]
 
