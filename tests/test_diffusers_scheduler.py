@@ -9,10 +9,6 @@ import gddim_numerics as gd
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-# Multistep weights on the discrete table's PCHIP log-SNR (a kink at every knot) converge to ~1e-9
-# relative and warn; that is far below the float32 rounding these tests compare at.
-pytestmark = pytest.mark.filterwarnings("ignore:exponential weights converged only:RuntimeWarning")
-
 
 def tiny_unet():
     torch.manual_seed(0)
