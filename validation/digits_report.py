@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .digits_runs import BEST, PAPER, PAPER_ALL, SAMPLERS, DigitsConfig
+from .digits_runs import BEST, PAPER, DigitsConfig
 from .digits_train import DIFFUSIONS, N_HELD_OUT
 from .executor import TaskOutcome
 
@@ -33,8 +33,8 @@ def collect(outcomes: Sequence[TaskOutcome], config: DigitsConfig, real_fd: floa
         for o in outcomes:
             if o.key[0] not in ("run", "rk45", "peer") or o.key[1] != name or not o.ok:
                 continue
-            kind, sampler = {"run": ("library", o.key[2]), "rk45": ("rk45", f"rk45 tol {o.key[2]:g}"),
-                             "peer": ("diffusers", o.key[2])}[o.key[0]]
+            kind = {"run": "library", "rk45": "rk45", "peer": "diffusers"}[o.key[0]]
+            sampler = f"rk45 tol {o.key[2]:g}" if kind == "rk45" else o.key[2]
             v = o.value
             rows.append({"sampler": sampler, "kind": kind, "nfe": v["nfe"], "error": v["error"], "fd": v["fd"],
                          "options": v.get("options"), "seconds": o.seconds})

@@ -20,7 +20,7 @@ Training target (gDDIM's ε, ``output="eps_R"`` for every diffusion)
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
 Network
-    :class:`ScoreMLP`: the flattened state and a sinusoidal embedding of ``t`` through residual
+    :class:`ScoreMLP`: the flattened state and smooth sinusoidal features of ``t`` and ``log t`` through residual
     SiLU blocks; trained in float32 with Adam (cosine learning rate) and an exponential moving
     average of the weights, which is the network used for sampling (in float64, so that the
     probability-flow ODE has a smooth right-hand side for the DOP853 reference).
@@ -49,7 +49,7 @@ from gddim_numerics.bases import DCTBasis
 N_HELD_OUT, SPLIT_SEED = 360, 0
 N_TIMES = 1000
 DDPM_BETAS = (1e-4, 0.02, 1000)
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 DEFAULT_CACHE = Path("~/.cache/gddim-numerics").expanduser()
 
 
@@ -152,17 +152,23 @@ def _score_mlp_class():
     from torch import nn
 
     class ScoreMLP(nn.Module):
-        """``eps(x, t)``: flattened state + sinusoidal embedding of ``t`` through residual SiLU blocks."""
+        r"""``eps(x, t)``: flattened state + smooth time features through residual SiLU blocks.
 
-        def __init__(self, dim: int, hidden: int, depth: int, n_freq: int = 16):
+        Time features: :math:`\sin, \cos(f t)` and :math:`\sin, \cos(f \log(t)/5)` for ``n_freq``
+        frequencies :math:`f` from 1 to 10 (so the output is smooth in ``t`` between training times,
+        and small times are resolved on a log scale).
+        """
+
+        def __init__(self, dim: int, hidden: int, depth: int, n_freq: int = 8):
             super().__init__()
-            self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(1000.0), n_freq)))
-            self.inp = nn.Linear(dim + 2 * n_freq, hidden)
+            self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(10.0), n_freq)))
+            self.inp = nn.Linear(dim + 4 * n_freq, hidden)
             self.blocks = nn.ModuleList(nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth))
             self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
         def forward(self, x, t):
-            angle = t[:, None] * self.freqs[None, :]
+            angle = torch.cat([t[:, None], torch.log(t)[:, None] / 5.0], dim=1)[:, :, None] * self.freqs
+            angle = angle.reshape(len(t), -1)
             h = self.inp(torch.cat([x.reshape(len(x), -1), torch.sin(angle), torch.cos(angle)], dim=1))
             for block in self.blocks:
                 h = h + block(h)
@@ -235,6 +241,19 @@ def train(config: TrainConfig, images: np.ndarray) -> tuple[dict, float]:
     return ema, float(np.mean(tail))
 
 
+def save_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path`` (nothing left on failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def load_or_train(config: TrainConfig, images: np.ndarray, cache: Path) -> dict:
     """The trained network of ``config`` in float64 eval mode, from ``cache`` or trained now and cached.
 
@@ -250,15 +269,7 @@ def load_or_train(config: TrainConfig, images: np.ndarray, cache: Path) -> dict:
         state, loss = saved["state"], float(saved["loss"])
     else:
         state, loss = train(config, images)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"state": state, "loss": loss, "config": asdict(config)}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_atomic(path, lambda tmp: torch.save({"state": state, "loss": loss, "config": asdict(config)}, tmp))
     net = build_net(config)
     net.load_state_dict(state)
     net = net.to(torch.float64).eval()
