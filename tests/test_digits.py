@@ -77,7 +77,8 @@ def test_start_points_have_the_prior_covariance():
     from scipy.fft import dctn
 
     modes = np.stack([dctn(xi, norm="ortho") for xi in x]).reshape(4, 64)
-    np.testing.assert_allclose(modes, z.reshape(4, 64) * np.sqrt(sde.prior_covariance()[:, 0, 0]), atol=1e-12)  # measured 5.1e-15
+    want = z.reshape(4, 64) * np.sqrt(sde.prior_covariance()[:, 0, 0])
+    np.testing.assert_allclose(modes, want, atol=1e-12)  # measured 5.1e-15
 
 
 def test_eps_closure_keeps_the_array_type():

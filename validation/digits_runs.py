@@ -48,7 +48,7 @@ N_CHECK = 32  # start points of the reference's accuracy check
 
 @dataclass(frozen=True)
 class DigitsSampler:
-    """A sampler of the demo: ``plan(diffusion, nfe, train_states)`` returns a plan with ``.sample``.
+    """A sampler of the demo: ``plan(diffusion, nfe, output, train_states)`` returns a plan with ``.sample``.
 
     ``train_states``: the clean training states ``(n, *state)`` (for a method that estimates data
     statistics); ``stochastic`` samplers get no solver error; ``diffusions`` limits where it applies.
@@ -61,11 +61,12 @@ class DigitsSampler:
 
 
 def _method(name: str, **options) -> Callable:
-    return lambda diffusion, nfe, train_states: peers.method_plan(diffusion, name, nfe, **options)
+    return lambda diffusion, nfe, output, train_states: peers.method_plan(diffusion, name, nfe, output=output,
+                                                                          **options)
 
 
-def _heun(diffusion, nfe, train_states):
-    return peers.method_plan(diffusion, "heun", nfe, final_euler=nfe % 2 == 1)
+def _heun(diffusion, nfe, output, train_states):
+    return peers.method_plan(diffusion, "heun", nfe, output=output, final_euler=nfe % 2 == 1)
 
 
 #: Every library sampler of the demo (the lead swaps the best method here).
@@ -149,10 +150,13 @@ def reference_task(net: dict, name: str, n: int, seed: int, rtol: float, check: 
             return {"x_start": x, "x_ref": saved["x_ref"], "nfe": int(saved["nfe"]), "rtol": rtol,
                     "accuracy": None if np.isnan(saved["accuracy"]) else float(saved["accuracy"]), "cached": True}
     eps_fn = eps_closure(net["net"])
-    res = ProbabilityFlowIVP(diffusion, "DOP853", rtol=rtol, atol=rtol * REFERENCE_ATOL_RATIO).sample(eps_fn, x)
+    output = setup.output
+    res = ProbabilityFlowIVP(diffusion, "DOP853", rtol=rtol, atol=rtol * REFERENCE_ATOL_RATIO,
+                             output=output).sample(eps_fn, x)
     accuracy = None
     if check:
-        tight = ProbabilityFlowIVP(diffusion, "DOP853", rtol=rtol / 100, atol=rtol * REFERENCE_ATOL_RATIO / 100)
+        tight = ProbabilityFlowIVP(diffusion, "DOP853", rtol=rtol / 100, atol=rtol * REFERENCE_ATOL_RATIO / 100,
+                                   output=output)
         accuracy = relative_error(res.x[:N_CHECK], tight.sample(eps_fn, x[:N_CHECK]).x)
 
     def write(tmp: str) -> None:
@@ -182,7 +186,7 @@ def sampler_task(net: dict, ref: dict, clf: Classifier, name: str, key: str, nfe
     spec = SAMPLERS[key]
     diffusion = DIFFUSIONS[name].make()
     train_states = DIFFUSIONS[name].clean_state(load_split()[0])
-    plan = spec.plan(diffusion, nfe, train_states)
+    plan = spec.plan(diffusion, nfe, DIFFUSIONS[name].output, train_states)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = plan.sample(eps_closure(net["net"]), ref["x_start"].copy(), rng=np.random.default_rng(seed + 1))
@@ -193,7 +197,7 @@ def sampler_task(net: dict, ref: dict, clf: Classifier, name: str, key: str, nfe
 
 def rk45_task(net: dict, ref: dict, clf: Classifier, name: str, tol: float) -> dict:
     """scipy's RK45 on the probability flow at ``rtol = atol = tol`` (its NFE is measured)."""
-    res = ProbabilityFlowIVP(DIFFUSIONS[name].make(), "RK45", rtol=tol, atol=tol).sample(
+    res = ProbabilityFlowIVP(DIFFUSIONS[name].make(), "RK45", rtol=tol, atol=tol, output=DIFFUSIONS[name].output).sample(
         eps_closure(net["net"]), ref["x_start"].copy())
     return _outcome(name, res.x, ref, clf, res.nfe, False, tol=tol)
 

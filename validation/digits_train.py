@@ -13,9 +13,12 @@ Diffusions (:data:`DIFFUSIONS`) and the state of one image
     ``bdm``  ``BDM((8, 8))``: state ``(8, 8)``.
     CLD and BDM draw training times from :data:`N_TIMES` equally spaced times in ``[t_end, t_start]``.
 
-Training target (gDDIM's ε, ``output="eps_R"`` for every diffusion)
+Training target (:attr:`DigitsDiffusion.output`)
     :math:`u_t = \Psi(t, 0)u_0 + R_t\epsilon`, :math:`\epsilon \sim N(0, I)`, loss
-    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2`; :math:`\Psi(t, 0)` and :math:`R_t` are the
+    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2` (VP: gDDIM's ε, ``output="eps_R"``, what diffusers'
+    schedulers take) or :math:`\|D_\theta(u_t, t) - u_0\|^2` (CLD, BDM: ``output="data"``; an ε-network's
+    errors at small noise are amplified by :math:`R_t^{-1}` (CLD) and by :math:`1/d_{min}` in BDM's
+    high frequencies, a data-network's are damped by :math:`\Psi`); :math:`\Psi(t, 0)` and :math:`R_t` are the
     library's float64 tables (``mean_coefficient``, ``gddim_factor``) per mode, applied in the
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
@@ -81,6 +84,7 @@ class DigitsDiffusion:
     name: str
     title: str
     state_shape: tuple[int, ...]
+    output: str
 
     def make(self) -> gd.LinearDiffusion:
         """The diffusion object (a fresh one each call)."""
@@ -114,9 +118,9 @@ class DigitsDiffusion:
 
 
 DIFFUSIONS = {
-    "vp": DigitsDiffusion("vp", "VP (discrete DDPM, 1000 linear betas 1e-4..0.02), eps-prediction", (64,)),
-    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), eps_R of (x, v)", (64, 2)),
-    "bdm": DigitsDiffusion("bdm", "BDM 8x8 (gDDIM schedule, sigma_B,max = 10), eps-prediction", (8, 8)),
+    "vp": DigitsDiffusion("vp", "VP (discrete DDPM, 1000 linear betas 1e-4..0.02), eps-prediction", (64,), "eps_R"),
+    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), data-prediction of (x, v)", (64, 2), "data"),
+    "bdm": DigitsDiffusion("bdm", "BDM 8x8 (gDDIM schedule, sigma_B,max = 10), data-prediction", (8, 8), "data"),
 }
 
 
@@ -192,7 +196,8 @@ class TrainConfig:
 
     def key(self) -> str:
         """Hash of the configuration, the data split and the cache format."""
-        text = json.dumps({**asdict(self), "split": [N_HELD_OUT, SPLIT_SEED], "n_times": N_TIMES,
+        text = json.dumps({**asdict(self), "output": DIFFUSIONS[self.diffusion].output,
+                           "split": [N_HELD_OUT, SPLIT_SEED], "n_times": N_TIMES,
                            "version": CACHE_VERSION}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -225,8 +230,9 @@ def train(config: TrainConfig, images: np.ndarray) -> tuple[dict, float]:
         t = times[at]
         eps = rng.standard_normal(u0_all[pick].shape)
         u = noisy_states(diffusion, psi_table[at], r_table[at], u0_all[pick], eps)
+        target = eps if setup.output == "eps_R" else u0_all[pick]
         pred = net(torch.from_numpy(u).float(), torch.from_numpy(t).float())
-        loss = torch.mean((pred - torch.from_numpy(eps).float()) ** 2)
+        loss = torch.mean((pred - torch.from_numpy(target).float()) ** 2)
         opt.zero_grad()
         loss.backward()
         opt.step()
