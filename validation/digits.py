@@ -16,12 +16,13 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import report
 from .digits_report import collect, plot_errors, plot_samples, render
 from .digits_runs import DigitsConfig, tasks
-from .digits_train import DEFAULT_CACHE, load_split
+from .digits_train import DEFAULT_CACHE, DIFFUSIONS, load_split
 from .executor import run_tasks
 
 PROG = "gddim-numerics demo digits"
@@ -43,6 +44,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache", default=str(DEFAULT_CACHE), metavar="DIR",
                    help=f"folder of the trained weights (default {DEFAULT_CACHE}); reused when the training "
                         "configuration matches")
+    p.add_argument("--diffusions", nargs="+", choices=tuple(DIFFUSIONS), metavar="NAME",
+                   help=f"diffusions to run (default: all of {', '.join(DIFFUSIONS)})")
     p.add_argument("--write-readme", metavar="PATH", help="also write the report to PATH (e.g. validation/DIGITS.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib needed)")
     p.set_defaults(func=run_digits)
@@ -71,6 +74,8 @@ def run_digits(args: argparse.Namespace) -> int:
     except ValueError as err:
         return _usage_error("demo digits", str(err))
     config = DigitsConfig.quick() if args.quick else DigitsConfig()
+    if args.diffusions:
+        config = replace(config, diffusions=tuple(dict.fromkeys(args.diffusions)))
     results, markdown = run_and_render(config, Path(out), Path(cache), _command(args), not args.no_plots)
     print(markdown)
     if readme is not None:
