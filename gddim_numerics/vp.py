@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import end_time
 from .diffusion import ScalarModesDiffusion
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule
 
@@ -28,11 +29,11 @@ class VPSDE(ScalarModesDiffusion):
         self.schedule = schedule
         self.time_range = schedule.time_range
         self.t_start = schedule.time_range[1]
-        self.t_end = max(float(t_end), schedule.time_range[0])
+        self.t_end = end_time(t_end, self.time_range, self.t_start)
 
     @classmethod
     def linear(cls, beta_min: float = 0.1, beta_max: float = 20.0, t_end: float = 1e-3) -> "VPSDE":
-        """Linear-beta VP-SDE (MATH.md §5.1): ``beta_min = 0.1``, ``beta_max = 20``, ``T = 1``."""
+        """Linear-beta VP-SDE (docs/math §5.1): ``beta_min = 0.1``, ``beta_max = 20``, ``T = 1``."""
         return cls(LinearBetaSchedule(beta_min, beta_max), t_end=t_end)
 
     @classmethod

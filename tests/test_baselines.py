@@ -1,7 +1,7 @@
 r"""Baseline samplers (``em``, ``euler``, ``heun``, ``sscs``, ``ancestral``, ``rk45``, ``dop853``).
 
 Every reference here is computed independently of the sampler code: VP and BDM closed forms
-(MATH.md §5.1, §5.4) and CLD's matrices (§5.3) written out below, textbook Euler–Maruyama and Heun
+(docs/math §5.1, §5.4) and CLD's matrices (§5.3) written out below, textbook Euler–Maruyama and Heun
 steps, ``scipy.linalg.expm`` and a ``solve_ivp`` Lyapunov solve for SSCS's linear half steps, the
 BDM pseudo-code's ancestral formulas per frequency with ``scipy.fft.dctn``, the exact
 probability-flow solution for Gaussian data (§8.2), and a small exact propagation of a Gaussian
@@ -15,10 +15,10 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 import gddim_numerics as gd
-import gddim_numerics.baselines as bl  # registers the baseline methods
+from gddim_numerics.samplers import ancestral as anc_mod, em as em_mod, heun as heun_mod, ivp as ivp_mod, sscs as sscs_mod
 from gddim_numerics.plans import stochastic_tables
 
-# ---------------------------------------------------------------- VP closed forms (MATH.md §5.1)
+# ---------------------------------------------------------------- VP closed forms (docs/math §5.1)
 B_MIN, B_MAX = 0.1, 20.0
 DATA_MEAN, DATA_VAR = 0.5, 0.25  # 1-D Gaussian data x0 ~ N(0.5, 0.25)
 
@@ -43,18 +43,18 @@ def gauss_var(t):
 
 
 def gauss_eps(x, t):
-    """Exact eps_R = sigma_t (x - m_t mu) / C_t (MATH.md §8.1)."""
+    """Exact eps_R = sigma_t (x - m_t mu) / C_t (docs/math §8.1)."""
     return np.sqrt(vp_var(t)) * (x - vp_mean(t) * DATA_MEAN) / gauss_var(t)
 
 
 def exact_flow(x, s, t):
-    """Exact PF-ODE map from s to t for the Gaussian data (MATH.md §8.2, commuting case)."""
+    """Exact PF-ODE map from s to t for the Gaussian data (docs/math §8.2, commuting case)."""
     return vp_mean(t) * DATA_MEAN + np.sqrt(gauss_var(t) / gauss_var(s)) * (x - vp_mean(s) * DATA_MEAN)
 
 
-# ---------------------------------------------------------------- CLD matrices (MATH.md §5.3)
+# ---------------------------------------------------------------- CLD matrices (docs/math §5.3)
 def cld_parts(gamma=1.0, mass_inv=4.0, beta=4.0):
-    """F = beta A, GG^T = beta Q, and the drift of SSCS's A part per unit beta (MATH.md §4.3)."""
+    """F = beta A, GG^T = beta Q, and the drift of SSCS's A part per unit beta (docs/math §4.3)."""
     a = np.array([[0.0, mass_inv], [-1.0, -gamma * mass_inv]])
     q = np.diag([0.0, 2.0 * gamma])
     a_split = np.array([[0.0, -mass_inv], [1.0, -gamma * mass_inv]])  # dx = -M^-1 v, dv = x - Gamma M^-1 v
@@ -83,18 +83,18 @@ def test_em_one_step_is_euler_maruyama_on_the_lambda_family_cld():
     x = rng.standard_normal((3, 5, 2))
     z = rng.standard_normal(x.shape)
     res = gd.sample(sde, nonlinear_score, x, method="em", nfe=1, grid=np.array([s, t]), lam=lam, output="score",
-                    sample_options=dict(noise=lambda step, shape: z))
+                    noise=lambda step, shape: z)
     score = nonlinear_score(x, s)
     expected = x + dt * (blocks(f, x) - 0.5 * (1 + lam**2) * blocks(gg, score)) + lam * np.sqrt(-dt) * blocks(g, z)
-    np.testing.assert_allclose(res.x, expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(res.x, expected, rtol=1e-13, atol=1e-13)  # measured 0.002 x tolerance
     # the noise factor N has N N^T = lam^2 |dt| G G^T (the one-step covariance)
-    n = bl.em_tables(sde, [s, t], lam=lam).noise[0, 0]
-    np.testing.assert_allclose(n @ n.T, lam**2 * abs(dt) * gg, atol=1e-14)
+    n = em_mod.em_tables(sde, [s, t], lam=lam).noise[0, 0]
+    np.testing.assert_allclose(n @ n.T, lam**2 * abs(dt) * gg, atol=1e-14)  # measured 0
     # the same step from an eps_R network (eps_R = -R^T s) gives the same state
     r = sde.gddim_factor(s)[0]
     res_eps = gd.sample(sde, lambda x, t: -blocks(r.T, nonlinear_score(x, t)), x, method="em", nfe=1,
-                        grid=np.array([s, t]), lam=lam, sample_options=dict(noise=lambda step, shape: z))
-    np.testing.assert_allclose(res_eps.x, expected, rtol=1e-12, atol=1e-12)
+                        grid=np.array([s, t]), lam=lam, noise=lambda step, shape: z)
+    np.testing.assert_allclose(res_eps.x, expected, rtol=1e-12, atol=1e-12)  # measured 0.0002 x tolerance
 
 
 @pytest.mark.parametrize("lam", [0.0, 1.0])
@@ -112,11 +112,11 @@ def test_euler_and_em_one_step_vp(lam):
     method = "euler" if lam == 0 else "em"
     options = {} if lam == 0 else dict(lam=lam)
     res = gd.sample(sde, eps, x, method=method, nfe=1, grid=np.array([s, t]),
-                    sample_options=dict(noise=lambda step, shape: z), **options)
+                    noise=lambda step, shape: z, **options)
     beta = vp_beta(s)
     expected = x + dt * (-0.5 * beta * x + 0.5 * (1 + lam**2) * beta * eps(x, s) / np.sqrt(vp_var(s)))
     expected = expected + lam * np.sqrt(beta * abs(dt)) * z
-    np.testing.assert_allclose(res.x, expected, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(res.x, expected, rtol=1e-13, atol=1e-13)  # measured 0.006 x tolerance
 
 
 def heun_reference(velocity, x, s, t, final_euler=False):
@@ -136,17 +136,17 @@ def test_heun_one_step_vp_and_cld(final_euler):
     x_vp = np.linspace(-1.5, 1.5, 8).reshape(2, 4)
     ref_vp = heun_reference(lambda x, t: -0.5 * vp_beta(t) * x - 0.5 * vp_beta(t) * nonlinear_score(x, t),
                             x_vp, s, t, final_euler)
-    plan = bl.Heun(gd.VPSDE.linear(), [s, t], output="score", final_euler=final_euler)
+    plan = heun_mod.Heun(gd.VPSDE.linear(), [s, t], output="score", final_euler=final_euler)
     res = plan.sample(nonlinear_score, x_vp)
     assert res.nfe == plan.nfe == nfe
-    np.testing.assert_allclose(res.x, ref_vp, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(res.x, ref_vp, rtol=1e-13, atol=1e-13)  # measured 0.003 x tolerance
 
     f, gg, _, _ = cld_parts()
     x_cld = np.random.default_rng(2).standard_normal((3, 2))
     ref_cld = heun_reference(lambda x, t: blocks(f, x) - 0.5 * blocks(gg, nonlinear_score(x, t)), x_cld, s, t,
                              final_euler)
-    res = bl.Heun(gd.CLD(), [s, t], output="score", final_euler=final_euler).sample(nonlinear_score, x_cld)
-    np.testing.assert_allclose(res.x, ref_cld, rtol=1e-13, atol=1e-13)
+    res = heun_mod.Heun(gd.CLD(), [s, t], output="score", final_euler=final_euler).sample(nonlinear_score, x_cld)
+    np.testing.assert_allclose(res.x, ref_cld, rtol=1e-13, atol=1e-13)  # measured 0.004 x tolerance
 
 
 def test_heun_one_step_bdm_in_frequency_space():
@@ -166,7 +166,7 @@ def test_heun_one_step_bdm_in_frequency_space():
         return scipy.fft.idctn(fk * y - 0.5 * gk * sy, type=2, norm="ortho", axes=(-2, -1))
 
     res = gd.sample(sde, score, x, method="heun", nfe=2, grid=np.array([s, t]), output="score")
-    np.testing.assert_allclose(res.x, heun_reference(velocity, x, s, t), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(res.x, heun_reference(velocity, x, s, t), rtol=1e-12, atol=1e-12)  # measured 0.0005 x tolerance
 
 
 # ---------------------------------------------------------------- SSCS
@@ -184,15 +184,15 @@ def test_sscs_half_step_against_expm_and_lyapunov(gamma, s, t):
     sde = gd.CLD(gamma_friction=gamma)
     _, _, a_split, q = cld_parts(gamma=gamma)
     b = 4.0 * (s - t)  # beta = 4
-    phi, p = bl.sscs_half_step(sde, s, t)
-    np.testing.assert_allclose(phi[0], expm(b * a_split), rtol=1e-12, atol=1e-14)
+    phi, p = sscs_mod.sscs_half_step(sde, s, t)
+    np.testing.assert_allclose(phi[0], expm(b * a_split), rtol=1e-12, atol=1e-14)  # measured 0.01 x tolerance
     ref = lyapunov_solve(a_split, q, b)
-    np.testing.assert_allclose(p[0], ref, rtol=1e-8, atol=1e-13 * np.abs(ref).max())
+    np.testing.assert_allclose(p[0], ref, rtol=1e-8, atol=1e-13 * np.abs(ref).max())  # measured 0.09 x tolerance
     # A is the time reversal of the stationary forward diffusion N(0, diag(1, M)):
     sig_inf = np.diag([1.0, 0.25])
     psi = sde.transition(s, t)[0]
-    np.testing.assert_allclose(phi[0], sig_inf @ psi.T @ np.linalg.inv(sig_inf), rtol=1e-11, atol=1e-14)
-    np.testing.assert_allclose(p[0], sig_inf - phi[0] @ sig_inf @ phi[0].T, atol=1e-13)
+    np.testing.assert_allclose(phi[0], sig_inf @ psi.T @ np.linalg.inv(sig_inf), rtol=1e-11, atol=1e-14)  # measured 0.002 x tolerance
+    np.testing.assert_allclose(p[0], sig_inf - phi[0] @ sig_inf @ phi[0].T, atol=1e-13)  # measured 6e-05 x tolerance
 
 
 def test_sscs_one_step_law():
@@ -210,21 +210,21 @@ def test_sscs_one_step_law():
     # samples: [no noise, z1 = e0, z1 = e1, z2 = e0, z2 = e1]
     z = np.zeros((2, 5, 2))
     z[0, 1, 0] = z[0, 2, 1] = z[1, 3, 0] = z[1, 4, 1] = 1.0
-    res = bl.SSCS(sde, [s, t], output="score").sample(score, np.tile(u, (5, 1)),
+    res = sscs_mod.SSCS(sde, [s, t], output="score").sample(score, np.tile(u, (5, 1)),
                                                       noise=lambda index, shape: z[index])
     phi1, p1 = expm(4.0 * (s - m) * a_split), lyapunov_solve(a_split, q, 4.0 * (s - m))
     phi2, p2 = expm(4.0 * (m - t) * a_split), lyapunov_solve(a_split, q, 4.0 * (m - t))
     kick = np.eye(2) + dr * gg @ (np.diag([1.0, 4.0]) - k_mat)  # v' = v + dr GG^T (Sigma_inf^-1 v + s)
     mean = phi2 @ kick @ phi1 @ u
     cov = phi2 @ kick @ p1 @ kick.T @ phi2.T + p2
-    np.testing.assert_allclose(res.x[0], mean, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(res.x[0], mean, rtol=1e-11, atol=1e-13)  # measured 0.0001 x tolerance
     jac = (res.x[1:] - res.x[0]).T  # columns: d out / d z1_j, d out / d z2_j
-    np.testing.assert_allclose(jac @ jac.T, cov, rtol=1e-8, atol=1e-13)
+    np.testing.assert_allclose(jac @ jac.T, cov, rtol=1e-8, atol=1e-13)  # measured 6e-07 x tolerance
 
 
 # ---------------------------------------------------------------- ancestral
 def bdm_alpha_sigma(t, n=4):
-    """gDDIM-code BDM per frequency (MATH.md §5.4): alpha_t = a_t d_t and sigma_t^2."""
+    """gDDIM-code BDM per frequency (docs/math §5.4): alpha_t = a_t d_t and sigma_t^2."""
     abar = np.cos((t + 0.004) / 1.008 * np.pi / 2) ** 2
     i = np.arange(n)
     lam = ((np.pi * i / n) ** 2)[:, None] + ((np.pi * i / n) ** 2)[None, :]
@@ -249,16 +249,16 @@ def test_ancestral_tables_are_bdm_pseudo_code_and_stochastic_gddim_lambda_1():
     """Per frequency, the tables equal BDM's formulas and stochastic gDDIM with lam = 1."""
     sde = gd.BDM((4, 4))
     ts = np.array([0.9, 0.6, 0.3, 0.05])
-    tab = bl.ancestral_tables(sde, ts)
+    tab = anc_mod.ancestral_tables(sde, ts)
     for k in range(3):
         c_y, c_eps, std = bdm_ancestral_coefficients(ts[k], ts[k + 1])
-        np.testing.assert_allclose(tab.state[k, :, 0, 0], c_y.ravel(), rtol=1e-11)
-        np.testing.assert_allclose(tab.history[k, 0, :, 0, 0], c_eps.ravel(), rtol=1e-10, atol=1e-14)
-        np.testing.assert_allclose(tab.noise[k, :, 0, 0], std.ravel(), rtol=1e-11)
+        np.testing.assert_allclose(tab.state[k, :, 0, 0], c_y.ravel(), rtol=1e-11)  # measured 1.7e-15 (relative)
+        np.testing.assert_allclose(tab.history[k, 0, :, 0, 0], c_eps.ravel(), rtol=1e-10, atol=1e-14)  # measured 2e-05 x tolerance
+        np.testing.assert_allclose(tab.noise[k, :, 0, 0], std.ravel(), rtol=1e-11)  # measured 4.5e-15 (relative)
     sto = stochastic_tables(sde, ts, lam=1.0)
-    np.testing.assert_allclose(tab.state, sto.state, rtol=1e-11)
-    np.testing.assert_allclose(tab.history, sto.history, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(tab.noise, sto.noise, rtol=1e-10)
+    np.testing.assert_allclose(tab.state, sto.state, rtol=1e-11)  # measured 2.1e-16 (relative)
+    np.testing.assert_allclose(tab.history, sto.history, rtol=1e-10, atol=1e-14)  # measured 2e-06 x tolerance
+    np.testing.assert_allclose(tab.noise, sto.noise, rtol=1e-10)  # measured 1.7e-16 (relative)
 
 
 def test_ancestral_one_step_bdm_in_frequency_space():
@@ -273,11 +273,11 @@ def test_ancestral_one_step_bdm_in_frequency_space():
         return 0.5 * x + 0.1 * t
 
     res = gd.sample(sde, eps, x, method="ancestral", nfe=1, grid=np.array([s, t]),
-                    sample_options=dict(noise=lambda step, shape: z))
+                    noise=lambda step, shape: z)
     c_y, c_eps, std = bdm_ancestral_coefficients(s, t)
     dct = lambda a: scipy.fft.dctn(a, type=2, norm="ortho", axes=(-2, -1))  # noqa: E731
     y = c_y * dct(x) + c_eps * dct(eps(x, s)) + std * dct(z)
-    np.testing.assert_allclose(res.x, scipy.fft.idctn(y, type=2, norm="ortho", axes=(-2, -1)), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(res.x, scipy.fft.idctn(y, type=2, norm="ortho", axes=(-2, -1)), rtol=1e-11, atol=1e-12)  # measured 0.001 x tolerance
 
 
 def test_ancestral_refuses_block_diffusions():
@@ -311,7 +311,7 @@ def test_exact_evaluation_count(method, name, nfe, options):
         calls.append(t)
         return 0.1 * x
 
-    res = gd.sample(make(), eps, np.ones(shape), method=method, nfe=nfe, sample_options=dict(rng=0), **options)
+    res = gd.sample(make(), eps, np.ones(shape), method=method, nfe=nfe, rng=0, **options)
     assert len(calls) == res.nfe == nfe
     assert res.success and np.all(np.isfinite(res.x))
     if options.get("denoise"):
@@ -368,22 +368,22 @@ def fitted_order(nfes, errors):
     return -np.polyfit(np.log(nfes), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("build", [lambda sde, ts: bl.em(sde, ts, lam=1.0), lambda sde, ts: bl.em(sde, ts, lam=0.5),
-                                   bl.ancestral], ids=["em", "em-lam0.5", "ancestral"])
+@pytest.mark.parametrize("build", [lambda sde, ts: em_mod.em(sde, ts, lam=1.0), lambda sde, ts: em_mod.em(sde, ts, lam=0.5),
+                                   anc_mod.ancestral], ids=["em", "em-lam0.5", "ancestral"])
 def test_em_and_ancestral_converge_in_distribution(build):
     """Exact output laws on Gaussian data: the W2 error falls at first order in the NFE."""
     sde = gd.VPSDE.linear()
     nfes = np.array([40, 80, 160, 320])
     errors = np.array([law_error(build(sde, gd.time_grid(sde, int(n), "power")).tables) for n in nfes])
     assert np.all(np.diff(errors) < 0)
-    assert 0.85 < fitted_order(nfes, errors) < 1.15, errors
+    assert 0.85 < fitted_order(nfes, errors) < 1.15, errors  # measured 1.02
 
 
 def test_em_with_lambda_zero_is_euler():
     """lam = 0 is the probability-flow Euler sampler (no noise table)."""
     sde = gd.VPSDE.linear()
     ts = gd.time_grid(sde, 10)
-    a, b = bl.em(sde, ts, lam=0.0).tables, bl.euler(sde, ts).tables
+    a, b = em_mod.em(sde, ts, lam=0.0).tables, em_mod.euler(sde, ts).tables
     assert a.noise is None and b.noise is None
     np.testing.assert_array_equal(a.state, b.state)
     np.testing.assert_array_equal(a.history, b.history)
@@ -397,7 +397,7 @@ def test_adaptive_solvers_match_the_exact_flow(method, rtol, tol):
     x = np.linspace(-3.0, 3.0, 8).reshape(2, 4)
     res = gd.sample(sde, gauss_eps, x, method=method, nfe=100_000, rtol=rtol, atol=rtol)
     assert res.success and res.ts[0] == sde.t_start and res.ts[-1] == sde.t_end
-    np.testing.assert_allclose(res.x, exact_flow(x, sde.t_start, sde.t_end), rtol=tol, atol=tol)
+    np.testing.assert_allclose(res.x, exact_flow(x, sde.t_start, sde.t_end), rtol=tol, atol=tol)  # measured 0.02 x tolerance
 
 
 @pytest.mark.parametrize("method, order", [("euler", 1.0), ("heun", 2.0)])
@@ -409,7 +409,7 @@ def test_euler_and_heun_orders_on_the_exact_flow(method, order):
     nfes = np.array([40, 80, 160])
     errors = [np.abs(gd.sample(sde, gauss_eps, x, method=method, nfe=int(n), grid="uniform").x - exact).max()
               for n in nfes]
-    assert abs(fitted_order(nfes, errors) - order) < 0.25, errors
+    assert abs(fitted_order(nfes, errors) - order) < 0.25, errors  # measured 7.3e-02
 
 
 # ---------------------------------------------------------------- other array libraries
@@ -427,22 +427,22 @@ def test_heun_sscs_and_rk45_on_other_array_libraries():
     def eps_xp(x, t):
         return 0.3 * x
 
-    ref = bl.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_np, x).x
-    out = bl.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_xp, xps.asarray(x))
-    np.testing.assert_allclose(np.from_dlpack(out.x), ref, rtol=1e-13)
+    ref = heun_mod.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_np, x).x
+    out = heun_mod.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_xp, xps.asarray(x))
+    np.testing.assert_allclose(np.from_dlpack(out.x), ref, rtol=1e-13)  # measured 0
 
-    ref = bl.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_np, x, noise=lambda i, shape: z[i]).x
-    out = bl.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_xp, torch.from_numpy(x),
+    ref = sscs_mod.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_np, x, noise=lambda i, shape: z[i]).x
+    out = sscs_mod.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_xp, torch.from_numpy(x),
                                                noise=lambda i, shape: torch.from_numpy(z[i]))
     assert isinstance(out.x, torch.Tensor)
-    np.testing.assert_allclose(out.x.numpy(), ref, rtol=1e-13)
+    np.testing.assert_allclose(out.x.numpy(), ref, rtol=1e-13)  # measured 2.5e-15 (relative)
 
     xv = np.linspace(-1.0, 1.0, 4).reshape(1, 4)
     ref = gd.sample(vp, gauss_eps, xv, method="rk45", nfe=10_000)
     out = gd.sample(vp, lambda x, t: torch.from_numpy(gauss_eps(x.numpy(), t)), torch.from_numpy(xv),
                     method="rk45", nfe=10_000)
     assert isinstance(out.x, torch.Tensor) and out.nfe == ref.nfe
-    np.testing.assert_allclose(out.x.numpy(), ref.x, rtol=1e-13)
+    np.testing.assert_allclose(out.x.numpy(), ref.x, rtol=1e-13)  # measured 0
 
 
 # ---------------------------------------------------------------- bad input
@@ -474,14 +474,14 @@ def test_sscs_needs_cld(sde):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda vp: bl.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
-    (lambda vp: bl.em(vp, [1.0, 0.5], output="v"), "eps_R"),
-    (lambda vp: bl.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
-    (lambda vp: bl.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, "RK4"), "solver"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, rtol=0.0), "rtol"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, atol=np.nan), "atol"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, t_start=0.1, t_end=0.5), "decreasing"),
+    (lambda vp: em_mod.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
+    (lambda vp: em_mod.em(vp, [1.0, 0.5], output="v"), "eps_R"),
+    (lambda vp: heun_mod.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
+    (lambda vp: anc_mod.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, "RK4"), "solver"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, rtol=0.0), "rtol"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, atol=np.nan), "atol"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, t_start=0.1, t_end=0.5), "decreasing"),
 ])
 def test_bad_options(make, match):
     with pytest.raises(ValueError, match=match):
@@ -498,7 +498,7 @@ def test_nonfinite_network_outputs_are_reported():
     with pytest.raises(FloatingPointError, match="evaluation 1"):
         gd.sample(sde, eps, np.ones((1, 2)), method="heun", nfe=4, grid="uniform")
     res = gd.sample(sde, eps, np.ones((1, 2)), method="heun", nfe=4, grid="uniform",
-                    sample_options=dict(on_nonfinite="return"))
+                    on_nonfinite="return")
     assert not res.success and "NaN" in res.message
     with pytest.raises(FloatingPointError, match="NaN"):
         gd.sample(sde, eps, np.ones((1, 2)), method="rk45", nfe=1000)
@@ -512,13 +512,13 @@ def test_callbacks_and_trajectories_of_the_loop_samplers():
     def data(x, t):  # a 'data' network: the callback's x0_pred is its output
         return 0.5 * x
 
-    for plan in (bl.Heun(sde, [0.9, 0.5, 0.2], output="data", denoise=True),
-                 bl.SSCS(sde, [0.9, 0.5, 0.2], output="data", denoise=True)):
+    for plan in (heun_mod.Heun(sde, [0.9, 0.5, 0.2], output="data", denoise=True),
+                 sscs_mod.SSCS(sde, [0.9, 0.5, 0.2], output="data", denoise=True)):
         infos = []
         res = plan.sample(data, x, rng=0, callback=infos.append, return_trajectory=True)
         assert [i.step for i in infos] == [0, 1, 2] and infos[-1].nfe == res.nfe == plan.nfe
         assert [i.t for i in infos] == [0.9, 0.5, 0.2] and infos[-1].t_next == 0.0
         for info in infos:
-            np.testing.assert_allclose(info.x0_pred, info.eps, rtol=1e-12)
+            np.testing.assert_allclose(info.x0_pred, info.eps, rtol=1e-12)  # measured 0
         assert len(res.trajectory) == len(res.ts) == 4
         np.testing.assert_array_equal(res.trajectory[-1], res.x)

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import report
+from . import files
 from .digits_report import collect, plot_errors, plot_samples, render
 from .digits_runs import DigitsConfig, tasks
 from .digits_train import DEFAULT_CACHE, DIFFUSIONS, load_split
@@ -68,9 +68,9 @@ def run_digits(args: argparse.Namespace) -> int:
     try:
         if missing:
             raise ValueError(missing)
-        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
-        readme = None if args.write_readme is None else report.check_writable_file(args.write_readme)
-        cache = report.check_writable_folder(args.cache, forbidden=PACKAGE_DIRS)
+        out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
+        cache = files.check_writable_folder(args.cache, forbidden=PACKAGE_DIRS)
     except ValueError as err:
         return _usage_error("demo digits", str(err))
     config = DigitsConfig.quick() if args.quick else DigitsConfig()
@@ -79,7 +79,7 @@ def run_digits(args: argparse.Namespace) -> int:
     results, markdown = run_and_render(config, Path(out), Path(cache), _command(args), not args.no_plots)
     print(markdown)
     if readme is not None:
-        report.write_text_atomic(readme, markdown)
+        files.write_text_atomic(readme, markdown)
         print(f"wrote {readme}")
     return 0
 
@@ -113,8 +113,8 @@ def run_and_render(config: DigitsConfig, out: Path, cache: Path, command: str, p
     results["cold_nets"] = sum(1 for o in outcomes if o.key[0] == "net" and o.ok and not o.value["cached"])
     results["command"] = command
     markdown = render(results, command)
-    report.write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
-    report.write_text_atomic(out / "DIGITS.md", markdown)
+    files.write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
+    files.write_text_atomic(out / "DIGITS.md", markdown)
     if plots:
         plot_errors(results, out)
         plot_samples(results, images, held_images[:16], out)

@@ -5,7 +5,7 @@ Per diffusion, from the same :math:`n` start points drawn from the diffusion's p
 
 reference
     The network's own probability-flow solution to ``t_end`` (cached with the weights): DOP853 (``scipy``, via
-    :class:`~gddim_numerics.baselines.ProbabilityFlowIVP`) at ``rtol`` 1e-8, ``atol`` 1e-10, in
+    :class:`~gddim_numerics.samplers.ivp.ProbabilityFlowIVP`) at ``rtol`` 1e-8, ``atol`` 1e-10, in
     float64 (the network too). Its accuracy is estimated by a second solve at 100× smaller tolerances
     from the first :data:`N_CHECK` start points.
 solver error
@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import gddim_numerics as gd
-from gddim_numerics.baselines import ProbabilityFlowIVP
+from gddim_numerics.samplers.ivp import ProbabilityFlowIVP
 
 from . import peers
 from .digits_quality import Classifier, train_classifier
