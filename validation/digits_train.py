@@ -6,11 +6,12 @@ Data
     :data:`N_HELD_OUT` held-out images (the Fréchet distance's reference) and the rest for training.
 
 Diffusions (:data:`DIFFUSIONS`) and the state of one image
-    ``vp``   ``VPSDE.discrete`` on diffusers' DDPM table (1000 linear betas 1e-4..0.02, computed as
-             diffusers does, in float32): state ``(64,)``; timestep ``n`` is ``t = (n + 1)/1000``;
-             training draws the 1000 table entries (a discrete DDPM).
-    ``cld``  ``CLD()``: state ``(64, 2)`` = per pixel ``[x, v]``, clean state ``[x_0, 0]``.
-    ``bdm``  ``BDM((8, 8))``: state ``(8, 8)``.
+    - ``vp``: ``VPSDE.discrete`` on diffusers' DDPM table (1000 linear betas 1e-4..0.02, computed as
+      diffusers does, in float32): state ``(64,)``; timestep ``n`` is ``t = (n + 1)/1000``; training
+      draws the 1000 table entries (a discrete DDPM).
+    - ``cld``: ``CLD()``: state ``(64, 2)`` = per pixel ``[x, v]``, clean state ``[x_0, 0]``.
+    - ``bdm``: ``BDM((8, 8))``: state ``(8, 8)``.
+
     CLD and BDM draw training times from :data:`N_TIMES` equally spaced times in ``[t_end, t_start]``.
 
 Training target (:attr:`DigitsDiffusion.output`)
@@ -23,7 +24,7 @@ Training target (:attr:`DigitsDiffusion.output`)
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
 Network
-    :class:`ScoreMLP`: the flattened state and smooth sinusoidal features of ``t`` and ``log t`` through residual
+    ``ScoreMLP``: the flattened state and smooth sinusoidal features of ``t`` and ``log t`` through residual
     SiLU blocks; trained in float32 with Adam (cosine learning rate) and an exponential moving
     average of the weights, which is the network used for sampling (in float64, so that the
     probability-flow ODE has a smooth right-hand side for the DOP853 reference).
