@@ -5,6 +5,7 @@ gDDIM factors, time grids, and sampler plans. Array execution lives in
 :mod:`gddim_numerics.backends`; studies and the command line in :mod:`gddim_numerics.validation`.
 """
 
+from .auto import auto_plan
 from .bases import DCTBasis, IdentityBasis
 from .bdm import BDM
 from .cld import CLD
@@ -16,6 +17,8 @@ from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
 from .sampling import METHODS, Method, register_method, sample
 from . import baselines  # noqa: E402,F401  (registers the baseline samplers)
+from .statistics import DataStatistics
+from .surrogate import surrogate_error
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
 from .ve import VESDE
 from .vp import VPSDE
@@ -23,6 +26,9 @@ from .vp import VPSDE
 __version__ = "0.1.0"
 
 __all__ = [
+    "DataStatistics",
+    "auto_plan",
+    "surrogate_error",
     "DiracData",
     "GDDIM",
     "GaussianData",

@@ -107,7 +107,8 @@ def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: in
     return plan.sample(eps_fn, x, **(sample_options or {}))
 
 
-from .defaults import build_tuned  # noqa: E402  (the registry above must exist first)
+from .auto import build_auto  # noqa: E402  (the registry above must exist first)
+from .defaults import build_tuned  # noqa: E402
 
 register_method("gddim_tuned", Method(
     build=build_tuned,
@@ -116,3 +117,9 @@ register_method("gddim_tuned", Method(
                 "(form, extrapolation variable, order, corrector, grid); builds its own grid: pass grid "
                 "arguments (power, offset, first_log_snr, kind, t_end, ...) as grid_options or options, or "
                 "use gddim_numerics.defaults.tuned_plan(diffusion, nfe, ts=...) for a grid of your own"))
+register_method("gddim_auto", Method(
+    build=build_auto,
+    steps_for_nfe=None,
+    description="problem-aware gDDIM (gddim_numerics.auto.auto_plan): scheme and grid chosen by the exact error on "
+                "the Gaussian with the data's statistics (option statistics=, a DataStatistics; default: "
+                "standardised data); pass t_start/t_end, or use gd.auto_plan(..., ts=...) for a grid of your own"))
