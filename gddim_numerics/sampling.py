@@ -108,15 +108,7 @@ def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: in
 
 
 from .auto import build_auto  # noqa: E402  (the registry above must exist first)
-from .defaults import build_tuned  # noqa: E402
 
-register_method("gddim_tuned", Method(
-    build=build_tuned,
-    steps_for_nfe=None,
-    description="gDDIM with the measured defaults of gddim_numerics.defaults.TUNED for the diffusion and NFE "
-                "(form, extrapolation variable, order, corrector, grid); builds its own grid: pass grid "
-                "arguments (power, offset, first_log_snr, kind, t_end, ...) as grid_options or options, or "
-                "use gddim_numerics.defaults.tuned_plan(diffusion, nfe, ts=...) for a grid of your own"))
 register_method("gddim_auto", Method(
     build=build_auto,
     steps_for_nfe=None,

@@ -28,6 +28,8 @@ size ``n``. :math:`\Phi` is :math:`\sqrt{C_{end}/C_T}` for ``n = 1`` and the tra
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.integrate import solve_ivp
 
@@ -41,7 +43,7 @@ MEASURES = ("pathwise", "law")
 
 
 def _apply(b, x, n):
-    """Blocks ``b (..., n, n)`` times affine quantities ``x (P, n, n + 1)``."""
+    """Blocks ``b (..., n, n)`` times linear quantities ``x (P, n, 2n)``."""
     return b * x if n == 1 else b @ x
 
 
@@ -56,8 +58,12 @@ def _marginals(diffusion, problems: ModalProblems, t):
 
 
 def exact_output(diffusion, problems: ModalProblems, t, output: str):
-    """``(W, w)`` with the exact network output ``y = W u + w`` at times ``t`` (``(T, P, n, n)``, ``(T, P, n)``)."""
-    mean, cov, psi0 = _marginals(diffusion, problems, t)
+    r"""``(W, O)`` with the exact network output ``y = W u + O mu`` at times ``t`` (``(T, P, n, n)`` each).
+
+    :math:`W = K_t^\top C_t^{-1}` (ε), :math:`-C_t^{-1}` (score), :math:`\Psi(0,t)(I - \Sigma_tC_t^{-1})`
+    (data); :math:`O = -W\Psi(t,0)`, plus :math:`I` for the data prediction.
+    """
+    _, cov, psi0 = _marginals(diffusion, problems, t)
     c_inv = batched_inverse(cov)
     if output in ("eps_R", "eps_L"):
         gain = batched_transpose(blocks(problems, diffusion, factor(diffusion, t, output[-1]))) @ c_inv
@@ -67,10 +73,10 @@ def exact_output(diffusion, problems: ModalProblems, t, output: str):
         sig = blocks(problems, diffusion, diffusion.covariance(t))
         eye = np.eye(problems.size)
         gain = batched_inverse(psi0) @ (eye - sig @ c_inv)
-        return gain, (batched_inverse(psi0) @ sig @ c_inv @ mean[..., None])[..., 0]
+        return gain, eye - gain @ psi0
     else:
         raise ValueError(f"surrogate_error supports network outputs eps_R, eps_L, score and data; got {output!r}")
-    return gain, -(gain @ mean[..., None])[..., 0]
+    return gain, -gain @ psi0
 
 
 def flow_matrix(diffusion, problems: ModalProblems, s: float, t: float) -> np.ndarray:
@@ -106,7 +112,7 @@ def _flow_matrix(diffusion, problems: ModalProblems, s: float, t: float) -> np.n
 
 
 def propagate(diffusion, problems: ModalProblems, tables: StepTables):
-    """Affine map ``X (P, n, n + 1)`` (``[P | p]``) of the plan's output on its start state, and the
+    """Linear map ``X (P, n, 2n)`` of the plan's output on (start state, data mean), ``[T | K]``, and the
     covariance ``(P, n, n)`` its noise adds (zero for deterministic plans)."""
     n = problems.size
     p = problems.cov.shape[0]
@@ -122,13 +128,13 @@ def propagate(diffusion, problems: ModalProblems, tables: StepTables):
     corr, rho, noise = blk("correction"), blk("reanchor"), blk("noise")
     if tables.stochastic and (tables.memory > 1 or tables.corrects):
         raise ValueError("surrogate_error: stochastic plans with history or corrections are not supported")
-    u = np.zeros((p, n, n + 1))
+    u = np.zeros((p, n, 2 * n))
     u[:, :, :n] = np.eye(n)
     noise_cov = np.zeros((p, n, n))
     history = []
     for k in range(tables.n_steps):
         y = gain[k] @ u
-        y[..., n] += offset[k]
+        y[..., n:] += offset[k]
         h = y if b_in is None else _apply(b_in[k], y, n)
         if a_in is not None:
             h = h + _apply(a_in[k], u, n)
@@ -157,9 +163,18 @@ def _psd_sqrt(a: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.maximum(lam, 0.0))[..., None, :]) @ batched_transpose(v)
 
 
+def component_problems(problems: ModalProblems, diffusion, c: float) -> ModalProblems:
+    """The problems with clean covariance ``c (S - Sigma_0)`` (cached on ``problems``)."""
+    key = ("components", id(diffusion), float(c))
+    if key not in problems.flows:
+        s0 = blocks(problems, diffusion, diffusion.initial_covariance)
+        problems.flows[key] = replace(problems, cov=s0 + c * (problems.cov - s0), flows={})
+    return problems.flows[key]
+
+
 def surrogate_error(plan, statistics: DataStatistics, measure: str | None = None,
-                    problems: ModalProblems | None = None) -> float:
-    """Relative error of ``plan`` (a ``GDDIM`` plan or its ``StepTables``) on Gaussian data (module docstring).
+                    problems: ModalProblems | None = None, component_scale: float = 1.0) -> float:
+    r"""Relative error of ``plan`` (a ``GDDIM`` plan or its ``StepTables``) on Gaussian data (module docstring).
 
     Parameters
     ----------
@@ -171,6 +186,12 @@ def surrogate_error(plan, statistics: DataStatistics, measure: str | None = None
         Default: ``"law"`` for stochastic plans, else ``"pathwise"``.
     problems : ModalProblems, optional
         The split of ``statistics`` (:func:`~gddim_numerics.modal.modal_problems`), to reuse it.
+    component_scale : float in (0, 1]
+        ``c < 1``: the error averaged over components :math:`N(\mu', \Sigma_0 + c(S - \Sigma_0))`,
+        :math:`\mu' \sim N(\mu, (1 - c)(S - \Sigma_0))`, each run with its own exact network — a mixture
+        of sharp, well-separated components with the data's overall moments. With the mean error
+        :math:`J\mu'` (exactly linear in :math:`\mu'`) the average adds :math:`\operatorname{tr}(J C_\mu J^\top)`
+        to the error and :math:`\operatorname{tr}(\Psi C_\mu\Psi^\top)` to the norm. Pathwise only.
     """
     if not isinstance(statistics, DataStatistics):
         raise TypeError(f"statistics must be a DataStatistics; got {type(statistics).__name__}")
@@ -185,21 +206,37 @@ def surrogate_error(plan, statistics: DataStatistics, measure: str | None = None
         raise ValueError(f"measure must be one of {MEASURES}; got {measure!r}")
     if measure == "pathwise" and tables.stochastic:
         raise ValueError("measure='pathwise' compares with the deterministic flow; use measure='law' for lam > 0")
+    c = float(component_scale)
+    if not 0 < c <= 1:
+        raise ValueError(f"component_scale must lie in (0, 1]; got {component_scale!r}")
+    if c < 1 and measure != "pathwise":
+        raise ValueError("component_scale < 1 is defined for measure='pathwise' only")
     problems = modal_problems(statistics) if problems is None else problems
+    base = problems
+    if c < 1:
+        problems = component_problems(base, diffusion, c)
     n = problems.size
     x, noise_cov = propagate(diffusion, problems, tables)
     s, t = float(tables.ts[0]), float(tables.ts[-1])
-    mean, cov, _ = _marginals(diffusion, problems, np.array([s, t]))
-    gain, off = x[..., :n], x[..., n]
-    out_mean = (gain @ mean[0][..., None])[..., 0] + off
+    mean, cov, psi0 = _marginals(diffusion, problems, np.array([s, t]))
+    gain = x[..., :n]
+    jac = gain @ psi0[0] + x[..., n:] - psi0[1]  # mean error = jac @ mu
+    mean_err = (jac @ problems.mean[..., None])[..., 0]
     phi = flow_matrix(diffusion, problems, s, t)
-    norm2 = np.sum(np.trace(phi @ cov[0] @ batched_transpose(phi), axis1=-2, axis2=-1)) + np.sum(mean[1] ** 2)
+
+    def quad(a, c_mat):
+        return np.sum(np.trace(a @ c_mat @ batched_transpose(a), axis1=-2, axis2=-1))
+
+    norm2 = quad(phi, cov[0]) + np.sum(mean[1] ** 2)
     if measure == "pathwise":
-        e = gain - phi
-        err2 = np.sum(np.trace(e @ cov[0] @ batched_transpose(e), axis1=-2, axis2=-1)) + np.sum((out_mean - mean[1]) ** 2)
+        err2 = quad(gain - phi, cov[0]) + np.sum(mean_err ** 2)
+        if c < 1:
+            spread = (1 - c) / c * (problems.cov - blocks(problems, diffusion, diffusion.initial_covariance))
+            err2 += quad(jac, spread)
+            norm2 += quad(psi0[1], spread)
     else:
         out_cov = gain @ cov[0] @ batched_transpose(gain) + noise_cov
         root = _psd_sqrt(cov[1])
         cross = _psd_sqrt(root @ out_cov @ root)
-        err2 = np.sum((out_mean - mean[1]) ** 2) + np.sum(np.trace(out_cov + cov[1] - 2 * cross, axis1=-2, axis2=-1))
+        err2 = np.sum(mean_err ** 2) + np.sum(np.trace(out_cov + cov[1] - 2 * cross, axis1=-2, axis2=-1))
     return float(np.sqrt(max(err2, 0.0) / norm2))

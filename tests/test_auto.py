@@ -47,7 +47,7 @@ def test_optimised_plans_are_exact_on_dirac_data(kind, nfe, seed, scale):
 
 
 def test_choice_never_worse_than_paper_and_grid_gain():
-    """On the surrogate the choice is <= the paper's scheme (ε, order 3, t, sqrt grid), and optimising the grid helps."""
+    """On the objective the choice is <= the paper's scheme (ε, order 3, t, sqrt grid), and optimising the grid helps."""
     sde, ev = KINDS["vp"]
     stats = _stats(sde, ev, 3, 0.7)
     plan = gd.auto_plan(sde, 10, stats)
@@ -55,8 +55,8 @@ def test_choice_never_worse_than_paper_and_grid_gain():
     paper = gd.GDDIM(sde, gd.time_grid(sde, 10, "power", power=2), order=3)
     assert rep["paper_error"] == pytest.approx(gd.surrogate_error(paper, stats), rel=1e-12)
     assert gd.surrogate_error(plan, stats) == pytest.approx(rep["error"], rel=1e-9)
-    assert rep["error"] <= rep["pick_error"] <= rep["paper_error"]
-    assert rep["error"] < rep["pick_error"]  # measured 0.71x (VP, 3-D, NFE 10)
+    assert rep["objective"] <= rep["pick_objective"] <= rep["paper_objective"]
+    assert rep["objective"] < rep["pick_objective"] - 0.1  # measured -1.6 (log), VP 3-D, NFE 10
 
 
 def test_user_grid_pick_only_cache_and_method():

@@ -142,3 +142,25 @@ def test_surrogate_bad_input():
         gd.surrogate_error(plan, DataStatistics.default(gd.VPSDE.linear(), (2,)))
     with pytest.raises(ValueError, match="measure"):
         gd.surrogate_error(plan, DataStatistics.default(sde, (2,)), measure="kl")
+
+
+def test_component_average_equals_quadrature_over_component_means():
+    """component_scale c: the same as summing the c = 1 surrogate over Gauss-Hermite component means (1e-10)."""
+    sde = gd.VESDE()
+    mu, clean, c = 0.6, 0.8, 0.2
+    s0 = float(sde.initial_covariance[0, 0, 0])
+    plan = gd.GDDIM(sde, gd.time_grid(sde, 6, "power", power=2), order=2, form="data")
+    got = gd.surrogate_error(plan, DataStatistics(sde, (1,), [mu], [[s0 + clean]]), component_scale=c)
+    x, w = np.polynomial.hermite_e.hermegauss(12)  # exact for the quadratic dependence on mu'
+    err2 = norm2 = 0.0
+    for xi, wi in zip(x, w / w.sum()):
+        m = mu + np.sqrt((1 - c) * clean) * xi
+        stats = DataStatistics(sde, (1,), [m], [[s0 + c * clean]])
+        e = gd.surrogate_error(plan, stats)
+        mt = float(sde.mean_coefficient(plan.ts[-1])[0, 0, 0]) * m
+        ct0, ct1 = (s0 * 0 + c * clean * float(sde.mean_coefficient(t)[0, 0, 0]) ** 2
+                    + float(sde.covariance(t)[0, 0, 0]) for t in plan.ts[[0, -1]])
+        n2 = ct1 + mt ** 2  # E|u*|^2 = tr(Phi C_T Phi^T) + m_end^2 with Phi^2 = C_end / C_T
+        err2 += wi * e ** 2 * n2
+        norm2 += wi * n2
+    assert got == pytest.approx(np.sqrt(err2 / norm2), rel=1e-10)

@@ -31,9 +31,8 @@ Mode switches (mixture, deterministic samplers)
 
 Samplers
     The paper's gDDIM (``gddim_q1..3``: ε form, extrapolation in t, grid uniform in √t) and the tuned
-    defaults ``gddim_tuned`` (:func:`gddim_numerics.defaults.tuned_plan`: form, variable, order,
-    corrector and grid per diffusion and NFE bracket; it builds its own grid, ``grid_power`` does not
-    apply) next to the baselines. :func:`tuned_vs_paper` compares the two on the mixture problems
+    name ``gddim_tuned``, which now runs :func:`gddim_numerics.auto.auto_plan` with default statistics (it
+    builds its own grid, ``grid_power`` does not apply) next to the baselines. :func:`tuned_vs_paper` compares the two on the mixture problems
     against the issue-7 targets (:data:`TUNED_TARGETS`).
 """
 
@@ -49,7 +48,7 @@ import numpy as np
 
 import gddim_numerics as gd
 from gddim_numerics import baselines  # noqa: F401  (importing registers the baseline methods)
-from gddim_numerics import defaults
+from gddim_numerics import auto
 from gddim_numerics.layout import dense_operator
 
 DATA_KINDS = ("gaussian", "mixture", "dirac")
@@ -176,7 +175,7 @@ SAMPLERS = {
     "gddim_q2": SamplerSpec("gddim", "gDDIM q=2 (multistep)", 2, _fixed(order=2)),
     "gddim_q3": SamplerSpec("gddim", "gDDIM q=3 (multistep)", 3, _fixed(order=3)),
     "gddim_tuned": SamplerSpec("gddim_tuned", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
-                               "varies", builder=lambda diffusion, nfe: defaults.tuned_plan(diffusion, nfe)),
+                               "varies", builder=lambda diffusion, nfe: auto.auto_plan(diffusion, nfe)),
     "gddim_L": SamplerSpec("gddim_L", "K=L ablation of gDDIM, q=1", 1, _fixed(order=1)),
     "gddim_lam0.5": SamplerSpec("gddim", "stochastic gDDIM, lambda=0.5", 1, _fixed(order=1, lam=0.5),
                                 stochastic=True),
@@ -750,8 +749,8 @@ def tuned_vs_paper(results: dict, nfes: Sequence[int] = TUNED_TARGET_NFE) -> lis
 
 def tuned_settings(config: StudyConfig, cases: Sequence[Case]) -> dict:
     """The settings ``gddim_tuned`` runs, ``{diffusion: {nfe: options}}``
-    (:func:`gddim_numerics.defaults.tuned_options`)."""
-    return {c.name: {str(n): defaults.tuned_options(c.diffusion, n) for n in config.nfe} for c in cases}
+    (the scheme :func:`gddim_numerics.auto.auto_plan` picks)."""
+    return {c.name: {str(n): auto.auto_plan(c.diffusion, n).auto_report["scheme"] for n in config.nfe} for c in cases}
 
 
 def dirac_exactness(results: dict) -> dict:
