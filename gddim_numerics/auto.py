@@ -57,6 +57,9 @@ BASE_POWER = 2.0
 BOUNDS = ((0.0, np.log(12.0)), (-3.0, 3.0), (-3.0, 3.0))
 #: Plans kept per diffusion.
 CACHE_SIZE = 32
+#: BDM: largest event size whose covariance the search keeps dense when it is not diagonal in DCT
+#: coordinates (beyond it the search scores the power spectrum).
+SEARCH_DENSE = 64
 #: Largest number of diffusion modes the surrogate uses during the search.
 MAX_MODES = 32
 #: ``component_scale`` values of the surrogate errors whose mean log is the objective: the data's own
@@ -123,8 +126,8 @@ class _Search:
 
     def __init__(self, statistics: DataStatistics):
         diffusion = statistics.diffusion
-        # BDM: score on the power spectrum (S's diagonal in DCT coordinates) rather than densely
-        problems = modal_problems(statistics, max_dense=0 if diffusion.n_modes > 1 else MAX_DENSE)
+        # BDM beyond SEARCH_DENSE pixels: score on the power spectrum (S's diagonal in DCT coordinates)
+        problems = modal_problems(statistics, max_dense=SEARCH_DENSE if diffusion.n_modes > 1 else MAX_DENSE)
         self.diffusion, self.statistics = diffusion, statistics
         self.search_diffusion, self.problems = diffusion, problems
         if problems.mode is not None and diffusion.n_modes > MAX_MODES and isinstance(diffusion, ScalarModesDiffusion):

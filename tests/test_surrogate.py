@@ -157,9 +157,9 @@ def test_component_average_equals_quadrature_over_component_means():
         m = mu + np.sqrt((1 - c) * clean) * xi
         stats = DataStatistics(sde, (1,), [m], [[s0 + c * clean]])
         e = gd.surrogate_error(plan, stats)
-        mt = float(sde.mean_coefficient(plan.ts[-1])[0, 0, 0]) * m
-        ct0, ct1 = (s0 * 0 + c * clean * float(sde.mean_coefficient(t)[0, 0, 0]) ** 2
-                    + float(sde.covariance(t)[0, 0, 0]) for t in plan.ts[[0, -1]])
+        t = plan.ts[-1]
+        mt = float(sde.mean_coefficient(t)[0, 0, 0]) * m
+        ct1 = c * clean * float(sde.mean_coefficient(t)[0, 0, 0]) ** 2 + float(sde.covariance(t)[0, 0, 0])
         n2 = ct1 + mt ** 2  # E|u*|^2 = tr(Phi C_T Phi^T) + m_end^2 with Phi^2 = C_end / C_T
         err2 += wi * e ** 2 * n2
         norm2 += wi * n2

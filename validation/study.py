@@ -174,7 +174,7 @@ SAMPLERS = {
     "gddim_q1": SamplerSpec("gddim", "gDDIM q=1 (K=R, deterministic)", 1, _fixed(order=1)),
     "gddim_q2": SamplerSpec("gddim", "gDDIM q=2 (multistep)", 2, _fixed(order=2)),
     "gddim_q3": SamplerSpec("gddim", "gDDIM q=3 (multistep)", 3, _fixed(order=3)),
-    "gddim_tuned": SamplerSpec("gddim_tuned", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
+    "gddim_tuned": SamplerSpec("gddim_auto", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
                                "varies", builder=lambda diffusion, nfe: auto.auto_plan(diffusion, nfe)),
     "gddim_L": SamplerSpec("gddim_L", "K=L ablation of gDDIM, q=1", 1, _fixed(order=1)),
     "gddim_lam0.5": SamplerSpec("gddim", "stochastic gDDIM, lambda=0.5", 1, _fixed(order=1, lam=0.5),
