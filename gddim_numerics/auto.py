@@ -2,7 +2,7 @@ r"""Problem-aware gDDIM plans: :func:`auto_plan` and ``method="gddim_auto"``.
 
 For a diffusion, an NFE and :class:`~gddim_numerics.statistics.DataStatistics`, :func:`auto_plan`
 returns the :class:`~gddim_numerics.plans.GDDIM` plan with the smallest objective it finds. The
-objective is the mean of :math:`\log` :func:`~gddim_numerics.surrogate.surrogate_error` — the exact
+objective is the largest :math:`\log` :func:`~gddim_numerics.surrogate.surrogate_error` — the exact
 pathwise error on Gaussian data — over ``component_scale`` ``c`` in :data:`ENSEMBLE`: the data's own
 Gaussian (``c = 1``) and mixtures of sharp components :math:`N(\mu', \Sigma_0 + c(S - \Sigma_0))`
 with the data's overall moments (a scheme or grid that is good only through a cancellation on one
@@ -12,7 +12,10 @@ Two stages:
 1. **Scheme pick.** Every scheme of :data:`FAMILY` (form × order 2–4 × corrector, extrapolation in
    ``t``; the paper's scheme, ε form of order 3, among them) on the grid uniform in
    :math:`t^{1/2}` (:data:`BASE_POWER`); with ``optimize_grid=False`` the best of these is the plan.
+1b. (``optimize_grid=True``) The best scheme with one large first step to the log-SNR levels
+   :data:`FIRST_LOG_SNR`, kept if better.
 2. **Grid optimisation** (``optimize_grid=True``) for the best scheme: the ``N - 1`` interior times
+   (after the first step, if 1b kept one)
    follow the monotone 3-parameter family :func:`warped_grid` (a power grid of exponent ``p`` in a
    warped step index :math:`w(u) = \int_0^u e^{\beta_1P_1 + \beta_2P_2} / \int_0^1 e^{\beta_1P_1 + \beta_2P_2}`,
    :math:`P_i` Legendre polynomials on ``[0, 1]``); Nelder–Mead on the log surrogate error within
@@ -53,6 +56,8 @@ from .surrogate import surrogate_error
 MAX_GAIN = 1e4
 #: Grid of stage 1 (uniform in t^(1/2), the paper's grid).
 BASE_POWER = 2.0
+#: Ends of a large first step tried in stage 1b (log-SNR levels, ``time_grid(first_log_snr=...)``).
+FIRST_LOG_SNR = (-6.0, -4.0, -2.0)
 #: Bounds of (log p, beta_1, beta_2) of :func:`warped_grid`.
 BOUNDS = ((0.0, np.log(12.0)), (-3.0, 3.0), (-3.0, 3.0))
 #: Plans kept per diffusion.
@@ -62,7 +67,7 @@ CACHE_SIZE = 32
 SEARCH_DENSE = 64
 #: Largest number of diffusion modes the surrogate uses during the search.
 MAX_MODES = 32
-#: ``component_scale`` values of the surrogate errors whose mean log is the objective: the data's own
+#: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
 #: Gaussian and mixtures of sharper components with the same overall moments.
 ENSEMBLE = (1.0, 0.1, 0.01)
 
@@ -87,8 +92,15 @@ FAMILY = (PAPER, Scheme("eps", 2, False), Scheme("eps", 3, True), Scheme("eps", 
           Scheme("data", 4, True))
 
 
-def warped_grid(diffusion: LinearDiffusion, n_steps: int, params, t_start: float, t_end: float) -> np.ndarray:
-    r"""Grid of ``n_steps`` steps: power grid of exponent ``exp(params[0])`` in the warped index (module docstring)."""
+def warped_grid(diffusion: LinearDiffusion, n_steps: int, params, t_start: float, t_end: float,
+                head: float | None = None) -> np.ndarray:
+    r"""Grid of ``n_steps`` steps: power grid of exponent ``exp(params[0])`` in the warped index (module docstring).
+
+    ``head``: one first step from ``t_start`` to ``head``, the other ``n_steps - 1`` warped from ``head``.
+    """
+    if head is not None:
+        rest = warped_grid(diffusion, n_steps - 1, params, head, t_end)
+        return check_grid(diffusion, np.concatenate([[t_start], rest]))
     log_p, b1, b2 = (float(v) for v in params)
     u = np.linspace(0.0, 1.0, 8 * n_steps + 1)
     dens = np.exp(legval(2 * u - 1, [0.0, b1, b2]))
@@ -143,7 +155,7 @@ class _Search:
         self.search_stats = _StatsView(self.search_diffusion, statistics)
 
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:
-        """``(objective, error)``: the mean log surrogate error over :data:`ENSEMBLE` and the error on the
+        """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
         statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
         try:
             with warnings.catch_warnings():
@@ -157,7 +169,7 @@ class _Search:
                          for c in ENSEMBLE])
         if not np.all(np.isfinite(errs)):
             return np.inf, np.inf
-        return float(np.mean(np.log(np.maximum(errs, 1e-300)))), float(errs[0])
+        return float(np.max(np.log(np.maximum(errs, 1e-300)))), float(errs[0])
 
 
 class _StatsView(DataStatistics):
@@ -201,9 +213,20 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     paper = scores.get(PAPER, (np.inf, np.inf))
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
                   paper_objective=paper[0], evaluations=len(scores))
-    grid = base
+    grid, head = base, None
     obj, err = scores[best]
-    if ts is None and optimize_grid and nfe >= 2:
+    if ts is None and optimize_grid and nfe >= 3:  # stage 1b: a large first step
+        for level in FIRST_LOG_SNR:
+            try:
+                cand_ts = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1, first_log_snr=level)
+            except ValueError:
+                continue
+            cand, cand_err = search.error(best, cand_ts)
+            report["evaluations"] += 1
+            if cand < obj:
+                grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
+                report["first_log_snr"] = level
+    if ts is None and optimize_grid and nfe >= 2 + (head is not None):
         start = np.array([np.log(BASE_POWER), 0.0, 0.0])
         lo, hi = np.array(BOUNDS).T
         cache: dict = {}
@@ -212,7 +235,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
             x = np.clip(x, lo, hi)
             key = tuple(np.round(x, 6))
             if key not in cache:
-                cache[key] = search.error(best, warped_grid(diffusion, nfe, x, t0, t1))
+                cache[key] = search.error(best, warped_grid(diffusion, nfe, x, t0, t1, head))
             return cache[key][0]
 
         simplex = start + np.vstack([np.zeros(3), np.diag([0.6, 1.0, 1.0])])
@@ -221,7 +244,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         x = np.clip(res.x, lo, hi)
         cand = objective(x)
         if cand < obj:
-            grid, obj, err = warped_grid(diffusion, nfe, x, t0, t1), cand, cache[tuple(np.round(x, 6))][1]
+            grid, obj, err = warped_grid(diffusion, nfe, x, t0, t1, head), cand, cache[tuple(np.round(x, 6))][1]
             report["grid_params"] = dict(power=float(np.exp(x[0])), beta1=float(x[1]), beta2=float(x[2]))
         report["evaluations"] += len(cache)
     report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
