@@ -750,7 +750,14 @@ def tuned_vs_paper(results: dict, nfes: Sequence[int] = TUNED_TARGET_NFE) -> lis
 def tuned_settings(config: StudyConfig, cases: Sequence[Case]) -> dict:
     """The settings ``gddim_tuned`` runs, ``{diffusion: {nfe: options}}``
     (the scheme :func:`gddim_numerics.auto.auto_plan` picks)."""
-    return {c.name: {str(n): auto.auto_plan(c.diffusion, n).auto_report["scheme"] for n in config.nfe} for c in cases}
+    def settings(diffusion, nfe):
+        report = auto.auto_plan(diffusion, nfe).auto_report
+        grid = {"kind": "optimised" if "grid_params" in report else f"power {auto.BASE_POWER:g}"}
+        if "first_log_snr" in report:
+            grid["first_log_snr"] = report["first_log_snr"]
+        return {**report["scheme"], "grid": grid}
+
+    return {c.name: {str(n): settings(c.diffusion, n) for n in config.nfe} for c in cases}
 
 
 def dirac_exactness(results: dict) -> dict:
