@@ -1,7 +1,7 @@
 r"""Problem-aware gDDIM plans: :func:`auto_plan` and ``method="gddim_auto"``.
 
 For a diffusion, an NFE and :class:`~gddim_numerics.statistics.DataStatistics`, :func:`auto_plan`
-returns the :class:`~gddim_numerics.plans.GDDIM` plan with the smallest objective it finds. The
+returns the :class:`~gddim_numerics.GDDIM` plan with the smallest objective it finds. The
 objective is the largest :math:`\log` :func:`~gddim_numerics.surrogate.surrogate_error` — the exact
 pathwise error on Gaussian data — over ``component_scale`` ``c`` in :data:`ENSEMBLE`: the data's own
 Gaussian (``c = 1``) and mixtures of sharp components :math:`N(\mu', \Sigma_0 + c(S - \Sigma_0))`
@@ -23,7 +23,7 @@ Two stages:
    fixed, steps monotone, neighbouring step ratios bounded), at most ``budget`` evaluations.
    A grid wins only if it beats the stage-1 pick.
 
-Candidates whose Dirac perturbation gain (``tables.info["dirac_gain"]``) exceeds :data:`MAX_GAIN` are
+Candidates whose Dirac perturbation gain (:func:`~gddim_numerics.plans.dirac_gain`) exceeds :data:`MAX_GAIN` are
 skipped, so every plan stays exact on Dirac data to rounding.
 
 Without statistics :meth:`DataStatistics.default` (standardised data) is used. Plans are cached per
@@ -48,7 +48,8 @@ from scipy.optimize import minimize
 from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import check_grid, time_grid
 from .modal import MAX_DENSE, modal_problems
-from .plans import GDDIM, deterministic_tables
+from .plans import deterministic_tables, dirac_gain
+from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 from .surrogate import surrogate_error
 
@@ -74,7 +75,7 @@ ENSEMBLE = (1.0, 0.1, 0.01)
 
 @dataclass(frozen=True)
 class Scheme:
-    """One scheme of the family: options of :class:`~gddim_numerics.plans.GDDIM`."""
+    """One scheme of the family: options of :class:`~gddim_numerics.GDDIM`."""
 
     form: str
     order: int
@@ -161,9 +162,10 @@ class _Search:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 tables = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+                gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
         except (ValueError, np.linalg.LinAlgError):
             return np.inf, np.inf
-        if float(tables.info["dirac_gain"]) > MAX_GAIN:
+        if gain > MAX_GAIN:
             return np.inf, np.inf
         errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
                          for c in ENSEMBLE])
@@ -308,7 +310,7 @@ def auto_plan(diffusion: LinearDiffusion, nfe: int, statistics: DataStatistics |
         while len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
     plan = GDDIM(diffusion, grid, output=output, **scheme.options())
-    plan.auto_report = dict(report)
+    object.__setattr__(plan, "auto_report", dict(report))  # frozen plan: an attribute beside its fields
     return plan
 
 

@@ -171,9 +171,9 @@ class DataStatistics:
         Mixture: :math:`\bar\mu = \sum_k\pi_k\mu_k`,
         :math:`S = \sum_k\pi_k\big(S_k + (\mu_k-\bar\mu)(\mu_k-\bar\mu)^\top\big)`.
         """
-        from .problems import _GaussianComponents
+        from .components import GaussianComponents
 
-        if not isinstance(problem, _GaussianComponents):
+        if not isinstance(problem, GaussianComponents):
             raise TypeError("problem must be a GaussianData, DiracData or GaussianMixture; got "
                             f"{type(problem).__name__}")
         w, mu = problem.weights, problem._means

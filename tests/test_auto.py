@@ -35,7 +35,7 @@ def test_optimised_plans_are_exact_on_dirac_data(kind, nfe, seed, scale):
     plan = gd.auto_plan(sde, nfe, _stats(sde, ev, seed, scale), budget=4)
     assert plan.nfe == nfe and plan.ts[0] == sde.t_start and plan.ts[-1] == sde.t_end
     assert np.all(np.diff(plan.ts) < 0)
-    assert plan.tables.info["dirac_gain"] <= auto.MAX_GAIN
+    assert plan.dirac_gain() <= auto.MAX_GAIN
     point = np.random.default_rng(seed).normal(size=ev)
     if kind == "cld":
         point[..., 1] = 0.0

@@ -43,6 +43,9 @@ def test_quick_bench_writes_json_with_every_section(quick_bench):
     assert overhead["status"] == "ok"
     assert {r["backend"] for r in overhead["results"]} >= {"numpy"}
     assert all(r["ratio"] > 0 for r in overhead["results"])
+    load = overhead["load"]
+    assert load["limit"] == 1 + 0.25 * load["cpu_count"] and len(load["before"]) == 3
+    assert load["loaded"] == (max(load["before"][0], load["after"][0]) > load["limit"])
 
 
 def test_quick_bench_coefficients_match_the_rebuild(quick_bench):
@@ -208,3 +211,20 @@ def test_rebuild_reference_agrees_with_quad_vec_and_catches_a_wrong_table():
     assert bench.coefficient_errors(tables, reference)["max"] <= 1e-12  # measured 9.9e-15
     wrong = dict(reference, history=reference["history"] * (1 + 1e-9))
     assert bench.coefficient_errors(tables, wrong)["max"] >= 5e-10
+
+
+@pytest.mark.parametrize("loaded, verdict, advice", [
+    (True, "above target (machine loaded)", "may be load noise"),
+    (False, "ABOVE TARGET (machine idle)", "on an idle machine: a real overhead"),
+])
+def test_overhead_verdict_names_the_load(loaded, verdict, advice):
+    """A ratio above target is labelled by whether the machine was loaded, and the note gives the load averages."""
+    rows = [{"backend": "numpy", "case": c, "shape": [1, 3, 16, 16], "sampler_ms": 1.0, "reference_ms": 0.5,
+             "ratio": r, "target": 1.5, "meets_target": r <= 1.5} for c, r in (("vp", 1.2), ("bdm", 2.0))]
+    load = {"before": [3.5, 3.0, 2.0] if loaded else [0.9, 0.8, 0.5], "after": [1.0, 1.0, 1.0], "cpu_count": 2,
+            "limit": 1.5, "loaded": loaded}
+    table = bench.overhead_table({"results": rows, "load": load})
+    assert [r[-1] for r in table.rows] == ["ok", verdict]
+    note = table.notes[-1]
+    assert "before 3.5, 3.0, 2.0" in note if loaded else "before 0.9, 0.8, 0.5" in note
+    assert "1 ratio(s) above target" in note and advice in note

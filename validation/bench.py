@@ -60,7 +60,7 @@ from gddim_numerics.diffusion import (LinearDiffusion, MatrixDiffusion, ScalarMo
 from gddim_numerics.plans import GDDIM, deterministic_tables, psd_factor
 from gddim_numerics.quadrature import panel_nodes
 
-from . import peers, report
+from . import files, peers, report
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
@@ -351,10 +351,24 @@ def step_overhead(config: BenchConfig, progress: Callable[[str], None]) -> dict:
     def report_case(r: dict) -> None:
         progress(f"overhead {r['backend']} {r['case']} {r['shape']}: ratio {r['ratio']:.2f}")
 
+    before = load_average()
     result = _call_supported(bench_overhead.bench_overhead, backends=present, sizes=config.overhead_sizes,
                              repeats=config.overhead_repeats, n_steps=config.overhead_steps,
                              progress=report_case, max_seconds=1.0 if config.quick else 3.0)
-    return {"status": "ok", **result, "skipped_backends": missing_backends(present)}
+    load = {"before": before, "after": load_average(), "cpu_count": os.cpu_count(), "limit": loaded_limit()}
+    load["loaded"] = any(v is not None and v[0] > load["limit"] for v in (load["before"], load["after"]))
+    return {"status": "ok", **result, "skipped_backends": missing_backends(present), "load": load}
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``None`` where the platform has none)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def loaded_limit() -> float:
+    """The 1-minute load above which the machine counts as loaded: this benchmark's own process, plus other work
+    on more than a quarter of the CPUs (timing ratios then carry load noise)."""
+    return 1.0 + 0.25 * (os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -373,8 +387,7 @@ def machine() -> dict:
     diffusers, _ = peers.import_diffusers()
     if diffusers is not None:
         info["diffusers"] = diffusers.__version__
-    if hasattr(os, "getloadavg"):
-        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    info["load_average"] = load_average()
     return info
 
 
@@ -443,14 +456,34 @@ def plan_table(section: dict) -> report.Table:
 
 def overhead_table(section: dict) -> report.Table:
     """Step overhead per backend, case and state size."""
+    load = section.get("load", {})
+    above = "above target (machine loaded)" if load.get("loaded") else "ABOVE TARGET (machine idle)"
     rows = tuple((r["backend"], r["case"], "x".join(map(str, r["shape"])), _fmt(r["sampler_ms"], ".3f"),
                   _fmt(r["reference_ms"], ".3f"), _fmt(r["ratio"], ".2f"), _fmt(r["target"], ".1f"),
-                  "ok" if r["meets_target"] else "ABOVE TARGET") for r in section["results"])
+                  "ok" if r["meets_target"] else above) for r in section["results"])
     skipped = "; ".join(f"{k}: {v}" for k, v in section.get("skipped_backends", {}).items())
     return report.Table(
         "Step overhead", ("sampler time per step with a zero-cost network ÷ the hand-written fused step on the same "
-                          "arrays (interleaved, medians).", f"skipped backends: {skipped or 'none'}"),
+                          "arrays (interleaved, medians).", f"skipped backends: {skipped or 'none'}",
+                          load_note(section)),
         ("backend", "case", "shape", "step ms", "fused ms", "ratio", "target", "verdict"), rows)
+
+
+def load_note(section: dict) -> str:
+    """How loaded the machine was while the overhead ran, and what that means for the ratios above target."""
+    load = section.get("load")
+    if not load or load["before"] is None:
+        return "load average: not available on this platform; a ratio above target may be load noise."
+    above = sum(not r["meets_target"] for r in section["results"])
+    text = (f"load average (1, 5, 15 min) before {', '.join(map(str, load['before']))}, after "
+            f"{', '.join(map(str, load['after']))} on {load['cpu_count']} CPUs; the machine counts as loaded above "
+            f"{load['limit']:g} (1-minute).")
+    if not above:
+        return text
+    if load["loaded"]:
+        return text + (f" {above} ratio(s) above target while the machine was loaded: they may be load noise, not "
+                       "overhead; rerun `bench --sections overhead` on an idle machine.")
+    return text + f" {above} ratio(s) above target on an idle machine: a real overhead."
 
 
 def _columns(section: dict) -> list[str]:
@@ -634,7 +667,7 @@ def run(args: argparse.Namespace) -> int:
     out = None
     if args.out is not None:
         try:
-            out = report.check_writable_folder(args.out, forbidden=(Path(gd.__file__).parent, Path(__file__).parent))
+            out = files.check_writable_folder(args.out, forbidden=(Path(gd.__file__).parent, Path(__file__).parent))
         except ValueError as err:
             print(f"{PROG} bench: error: {err}", file=sys.stderr)
             return USAGE_ERROR
@@ -645,8 +678,11 @@ def run(args: argparse.Namespace) -> int:
     print(markdown)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        report.write_text_atomic(out / "bench.json", json.dumps(jsonable(results), indent=1))
-        report.write_text_atomic(out / "bench.md", markdown + "\n")
+        files.write_text_atomic(out / "bench.json", json.dumps(jsonable(results), indent=1))
+        files.write_text_atomic(out / "bench.md", markdown + "\n")
         print(f"wrote bench.json, bench.md to {out}")
+    overhead = results["sections"].get("overhead", {})
+    if overhead.get("status") == "ok" and not all(r["meets_target"] for r in overhead["results"]):
+        print(f"{PROG} bench: {load_note(overhead)}", file=sys.stderr)
     failed = [n for n, s in results["sections"].items() if s["status"] == "error"]
     return 1 if failed else 0

@@ -14,20 +14,22 @@ status 2 and a message on stderr, before any work is done and without writing an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import gddim_numerics
 import gddim_numerics.backends
 
-from . import report
+from . import files, report
 from .bench import add_parser as add_bench
+from .executor import TaskOutcome
 from .family import add_parser as add_family
-from .study import DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, count_steps, prepare_cases, run_study
+from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
+                    resolve_samplers, run_study, study_tasks)
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
@@ -53,8 +55,10 @@ def add_validate(subparsers) -> None:
                     "and write the same as JSON plus log-log PNG plots.")
     p.add_argument("--diffusions", nargs="+", type=_names, metavar="NAME",
                    help=f"diffusions to study (default: all of {', '.join(DIFFUSIONS)})")
+    variants = "; ".join(f"{m} = {', '.join(v)}" for m, v in method_variants().items() if v != (m,))
     p.add_argument("--samplers", nargs="+", type=_names, metavar="NAME",
-                   help=f"samplers (default: all of {', '.join(SAMPLERS)})")
+                   help=f"samplers (default: all of {', '.join(SAMPLERS)}); a method name of gddim_numerics.METHODS "
+                        f"selects all its variants ({variants})")
     p.add_argument("--data", nargs="+", type=_names, metavar="KIND",
                    help=f"exact-score problems (default: all of {', '.join(DATA_KINDS)})")
     p.add_argument("--nfe", nargs="+", type=int, metavar="N",
@@ -66,13 +70,13 @@ def add_validate(subparsers) -> None:
     p.add_argument("--grid-power", type=float, metavar="P",
                    help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid; gddim_tuned uses its own)")
     p.add_argument("--quick", action="store_true",
-                   help="a smoke test of every code path in well under a minute (NFE 5 10 20, fewer samples)")
+                   help="every code path in about 30 s on 2 cores (NFE 5 10 20, fewer samples); try this first")
     p.add_argument("--out", default="gddim-validation", metavar="DIR",
                    help="output folder for results.json, tables.md and the PNG plots (default ./gddim-validation)")
     p.add_argument("--write-readme", metavar="PATH",
                    help="also write the report as a README (e.g. validation/README.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run_validate)
 
 
@@ -95,7 +99,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     """The :class:`StudyConfig` of ``validate``'s options (``--quick`` first, explicit options win)."""
     config = StudyConfig.quick_config() if args.quick else StudyConfig()
     explicit = {
-        "diffusions": _flatten(args.diffusions), "samplers": _flatten(args.samplers), "data": _flatten(args.data),
+        "diffusions": _flatten(args.diffusions), "data": _flatten(args.data),
+        "samplers": None if args.samplers is None else resolve_samplers(_flatten(args.samplers)),
         "nfe": None if args.nfe is None else tuple(sorted(set(args.nfe))),
         "seed": args.seed, "target": args.target, "data_std": args.data_std, "grid_power": args.grid_power,
     }
@@ -108,21 +113,24 @@ def run_validate(args: argparse.Namespace) -> int:
     """The ``validate`` subcommand: check every input, run the study, print and write the report."""
     try:
         config = config_from_args(args)
-        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
-        readme = None if args.write_readme is None else report.check_writable_file(args.write_readme)
-        cases = prepare_cases(config)
+        out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
+        prepare_cases(config)  # bad problem parameters fail here, before any work
     except ValueError as err:
         return _usage_error(args.command, str(err))
     plots = not args.no_plots and _have("matplotlib", "plots", "--no-plots", "plot")
-    with _progress(count_steps(config), enabled=not args.no_progress) as step:
-        results = run_study(config, cases, step)
+    results = run_study(config, None if args.no_progress else _section_progress(config))
     markdown = report.render_report(results)
     print(markdown)
-    names = report.write_outputs(results, out, markdown, plots)
+    names = files.write_outputs(results, out, markdown, plots)
     print(f"wrote {', '.join(names)} to {out}")
     if readme is not None:
-        report.write_text_atomic(readme, report.readme_text(results, _command_line(args)))
+        files.write_text_atomic(readme, report.readme_text(results, _command_line(args)))
         print(f"wrote {readme}")
+    if results["failures"]:
+        print(f"{PROG} validate: {len(results['failures'])} task(s) failed (listed at the end of the report)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -142,20 +150,28 @@ def _have(module: str, what: str, flag: str, extra: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A tqdm progress bar on stderr as a ``step(label)`` callback (a no-op without tqdm or when disabled)."""
-    if not (enabled and _have("tqdm", "progress bar", "--no-progress", "progress")):
-        yield lambda label: None
-        return
-    from tqdm.auto import tqdm
+def _section_progress(config: StudyConfig) -> Callable[[int, int, TaskOutcome], None]:
+    """A ``progress`` callback that prints one line on stderr per finished section (diffusion × data):
+    its time, the elapsed time and the sections left."""
+    sections: dict[tuple, int] = {}
+    for task in study_tasks(config):
+        sections[task.key[:2]] = sections.get(task.key[:2], 0) + 1
+    clock = {"start": time.perf_counter(), "section": time.perf_counter()}
+    left = dict(sections)
 
-    with tqdm(total=total, desc="validate", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
-        def step(label: str) -> None:
-            bar.set_postfix_str(label, refresh=False)
-            bar.update()
+    def progress(done: int, total: int, outcome: TaskOutcome) -> None:
+        section = outcome.key[:2]
+        left[section] -= 1
+        if left[section]:
+            return
+        now = time.perf_counter()
+        finished = sum(1 for n in left.values() if n == 0)
+        failed = "" if outcome.ok else " (a task failed)"
+        print(f"validate: {'/'.join(section)} done in {now - clock['section']:.0f} s{failed}; section {finished} of "
+              f"{len(sections)}, {now - clock['start']:.0f} s elapsed", file=sys.stderr, flush=True)
+        clock["section"] = now
 
-        yield step
+    return progress
 
 
 def _command_line(args: argparse.Namespace) -> str:

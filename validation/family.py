@@ -58,7 +58,7 @@ from gddim_numerics.layout import dense_operator
 
 from .executor import Task, TaskOutcome, run_tasks
 from .family_problems import FAMILY_KINDS, FIRST_SEED, FamilyProblem, family_seeds, make_problem
-from .study import final_components
+from .measures import final_components
 
 PAPER = "paper_q3"
 DEFAULT_NFE = (5, 10, 20, 50)
@@ -381,13 +381,13 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, TaskOutcome], None] 
 
 def run_command(args) -> int:
     """The ``family`` subcommand: check the options, run, write ``family.json`` and ``family.md`` to ``--out``."""
-    from . import report
+    from . import files
     from .cli import PACKAGE_DIRS, PROG
     from .family_report import render_report, summarize
 
     try:
         config = config_from_args(args)
-        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
     except ValueError as err:
         print(f"{PROG} family: error: {err}", file=sys.stderr)
         return 2
@@ -395,7 +395,7 @@ def run_command(args) -> int:
     summary = summarize(results)
     markdown = render_report(results, summary)
     print(markdown)
-    report.write_text_atomic(out / "family.json", json.dumps({**results, "summary": summary}, indent=1))
-    report.write_text_atomic(out / "family.md", markdown)
+    files.write_text_atomic(out / "family.json", json.dumps({**results, "summary": summary}, indent=1))
+    files.write_text_atomic(out / "family.md", markdown)
     print(f"wrote family.json, family.md to {out}")
     return 0

@@ -1,25 +1,17 @@
 """Reports of a validation study: Markdown tables (printed and saved), JSON and log-log PNG plots.
 
 The tables are GitHub Markdown with aligned columns, so the same text reads well on a terminal and
-in ``validation/README.md``. Output files are written to a staging folder beside the destination
-and moved into place only when all of them were written (nothing half-written on failure).
+in ``validation/README.md``; the plots are drawn by :mod:`.plots` and the files written by :mod:`.files`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from .study import DIFFUSIONS, GDDIM_DETERMINISTIC, PAPER_SAMPLER, TUNED_SAMPLER
+from .analysis import PAPER_SAMPLER, TUNED_SAMPLER
 
-JSON_NAME = "results.json"
-TABLES_NAME = "tables.md"
 DATA_SHORT = {"gaussian": "gauss", "mixture": "mix", "dirac": "dirac"}
 
 
@@ -61,11 +53,14 @@ def _approx(value: float | None, unit: str = "") -> str:
 
 
 def fmt_nfe(reach: dict) -> str:
-    """An NFE-to-target entry: ``37``, ``≤ 5``, ``> 200 (≈ 1700)`` (extrapolated), ``n/r``."""
+    """An NFE-to-target entry: ``37``, ``≤ 5``, ``> 200 (≈ 1700)`` (extrapolated), ``> 200 (fit: > 2000)``
+    (the fitted order reaches the target only beyond the extrapolation limit), ``n/r``."""
     n, bound = reach["nfe"], reach["bound"]
     if bound == "unresolved":
         return "n/r"
     text = {"=": f"{n:.0f}", "<=": f"≤ {n:g}", ">": f"> {n:g}"}[bound]
+    if "extrapolation_limit" in reach:
+        return text + f" (fit: > {reach['extrapolation_limit']:g})"
     return text + _approx(reach.get("extrapolated"))
 
 
@@ -84,8 +79,11 @@ def fmt_speedup(ratio: dict | None) -> str:
 
 
 def fmt_order(fit: dict) -> str:
-    """A fitted order with one decimal, or ``n/a`` when the data do not resolve it."""
-    return "n/a" if fit["order"] is None else f"{fit['order']:.2f}"
+    """A fitted order and its NFE range, ``2.01 (50–200)``, or ``n/a`` when the data do not resolve it."""
+    if fit["order"] is None:
+        return "n/a"
+    lo, hi = fit["nfe_range"]
+    return f"{fit['order']:.2f} ({lo:g}–{hi:g})"
 
 
 def fmt_theory(order: float | str) -> str:
@@ -136,8 +134,14 @@ def error_table(results: dict, diffusion: str, kind: str) -> Table:
     notes = ("Entries: relative error (dimensionless) of the samples at t_end, by the error measure of the row "
              "(defined at the top); `± s`: Monte Carlo standard error.",)
     if kind == "mixture":
+        points = results["results"][diffusion][kind].get("start_points")
+        if points is not None:
+            kept = points["n_paths"] - points["excluded"]
+            notes += (f"Pathwise errors over the {kept} robust start points of {points['n_paths']} "
+                      f"({points['excluded']} excluded: their reference end component is not robust; see the "
+                      "definition at the top).",)
         notes += ("At low NFE a mixture error can be dominated by the few trajectories that end in another "
-                  "component than the exact flow's (MATH.md §3.9), hence plateaus and jumps.",)
+                  "component than the exact flow's (the mode-switch table), hence plateaus and jumps.",)
     if TUNED_SAMPLER in block:
         notes += (f"`{TUNED_SAMPLER}` runs on its own grid (and form, order, corrector) per NFE — see the settings "
                   "under the tuned ÷ paper table; every other row uses the common grid.",)
@@ -159,20 +163,27 @@ def mode_switch_table(results: dict, diffusion: str) -> Table | None:
     series = {n: s for n, s in block["samplers"].items() if "mode_switch" in s and n in grid}
     if not series:
         return None
-    n_paths = results["meta"]["options"]["n_paths"]
+    n_paths = _robust_paths(results, diffusion)
     nfe = results["meta"]["options"]["nfe"]
     rows = tuple((name, *(fmt_switch(f, n_paths) for f in s["mode_switch"])) for name, s in series.items())
     notes = (f"Mode switches: {results['meta']['mode_switch']}.",
-             f"Entries: switched trajectories / {n_paths} start points (the same start points as the pathwise error "
-             "above); deterministic samplers only (a stochastic sampler has no trajectory to compare).")
+             f"Entries: switched trajectories / {n_paths} robust start points (the same start points as the pathwise "
+             "error above); deterministic samplers only (a stochastic sampler has no trajectory to compare).")
     return Table(f"Mode switches vs NFE — {_problem_title(results, diffusion, 'mixture')}", notes,
                  ("sampler", *(f"NFE {n}" for n in nfe)), rows)
+
+
+def _robust_paths(results: dict, diffusion: str) -> int:
+    """The number of robust start points of the mixture problem of ``diffusion`` (all start points otherwise)."""
+    points = results["results"][diffusion].get("mixture", {}).get("start_points")
+    n_paths = results["meta"]["options"]["n_paths"]
+    return n_paths if points is None else n_paths - points["excluded"]
 
 
 def rk45_table(results: dict, diffusion: str) -> Table | None:
     """Adaptive RK45: measured NFE and pathwise error (and mode switches on the mixture) per tolerance."""
     rows = []
-    n_paths = results["meta"]["options"]["n_paths"]
+    n_paths = _robust_paths(results, diffusion)
     for kind, block in results["results"][diffusion].items():
         s = block["samplers"].get("rk45")
         if s is not None:
@@ -202,9 +213,9 @@ def order_table(results: dict) -> Table:
             cells.append(cell)
         rows.append((name, info["label"], fmt_theory(info["theoretical_order"]), *cells))
     notes = (f"Fitted order: {results['meta']['order_fit']}; the error measure is the one of the error tables.",
-             "Theory: global order in the step size (in law for stochastic samplers). `n/a`: fewer than two NFE "
-             "with a resolvable error (e.g. exact to round-off); `—`: sampler not defined for that diffusion.",
-             "A fitted order below theory means the NFE range is still pre-asymptotic for that problem.")
+             "Theory: global order in the step size (in law for stochastic samplers). `n/a`: the errors do not "
+             "reach an asymptotic range of enough NFE (pre-asymptotic, noisy, or exact to round-off); `—`: sampler "
+             "not defined for that diffusion.",)
     notes += _tuned_order_note(results)
     header = ("sampler", "description", "theory", *(f"{d} {DATA_SHORT[k]}" for d, k in columns))
     return Table("Convergence order: fitted slope of log error vs log NFE", notes, header, tuple(rows))
@@ -225,16 +236,13 @@ def _tuned_scheme_changes(results: dict, diffusion: str, fit: dict) -> bool:
 
 
 def _tuned_order_note(results: dict) -> tuple[str, ...]:
-    """What ``gddim_tuned`` runs over the fitted NFE range (its theory is `varies`: the scheme changes with NFE)."""
-    settings = results.get("tuned_settings")
-    if not settings:
+    """Why :data:`TUNED_SAMPLER`'s theory is `varies`, and what `†` marks."""
+    if not results.get("tuned_settings"):
         return ()
-    fitted = results["meta"]["options"]["nfe"][-3:]
-    per = [f"{d}: " + " / ".join(_tuned_labels(results, d, fitted)) for d in settings]
-    return (f"`{TUNED_SAMPLER}`: theory `varies` — its form, order, corrector and grid change with the NFE bracket "
-            f"(gddim_numerics.defaults.TUNED). At NFE {', '.join(map(str, fitted))} it runs " + "; ".join(per)
-            + ". A fitted slope over one fixed scheme is that scheme's observed order; `†`: the scheme changes "
-              "inside the fitted NFE range, so the slope mixes schemes and is not an order.",)
+    return (f"`{TUNED_SAMPLER}`: theory `varies` — its scheme (form, order, corrector, grid) changes with the NFE "
+            "(settings under the tuned ÷ paper table). A fitted slope over one fixed scheme is that scheme's observed "
+            "order; `†`: the scheme changes inside the fitted NFE range, so the slope mixes schemes and is not an "
+            "order.",)
 
 
 def dirac_table(results: dict) -> Table | None:
@@ -248,7 +256,7 @@ def dirac_table(results: dict) -> Table | None:
     nfe = results["meta"]["options"]["nfe"]
     notes = (f"Largest relative error over NFE ∈ {{{', '.join(map(str, nfe))}}} on a single data point "
              "(deterministic: pathwise; stochastic: exact distance in law).",
-             "gDDIM with K = R is exact for any step size here (MATH.md §3.2) — every order, stochastic or not, and "
+             "gDDIM with K = R is exact for any step size here (docs/math §3.2) — every order, stochastic or not, and "
              f"`{TUNED_SAMPLER}` (data or ε form, any extrapolation variable, with or without the PEC corrector): "
              "expect round-off, ~1e-12. K = L equals K = R on VP and BDM (L = R there) and is not exact on CLD.")
     return Table("Dirac exactness of gDDIM (K = R) vs K = L", notes, ("sampler", "description", *exact), tuple(rows))
@@ -307,33 +315,28 @@ def tuned_table(results: dict) -> Table | None:
     block = results.get("tuned_vs_paper")
     if not block or not block["rows"]:
         return None
-    n_paths = results["meta"]["options"]["n_paths"]
     rows = []
     for r in block["rows"]:
-        target = r["target"]
+        target, n_paths = r["target"], _robust_paths(results, r["diffusion"])
         verdict = "n/a" if r["met"] is None else ("✓" if r["met"] else "✗")
         rows.append((r["diffusion"], str(r["nfe"]), fmt_error(r[TUNED_SAMPLER]), fmt_error(r[PAPER_SAMPLER]),
                      fmt_ratio(r[f"ratio_{PAPER_SAMPLER}"]), "n/a" if target is None else f"≤ 1/{round(1 / target)}",
                      verdict, fmt_error(r["gddim_q3"]), fmt_ratio(r["ratio_gddim_q3"]),
                      " / ".join("n/a" if r[f"{n}_mode_switch"] is None else str(round(r[f"{n}_mode_switch"] * n_paths))
-                                for n in (TUNED_SAMPLER, PAPER_SAMPLER, "gddim_q3"))))
+                                for n in (TUNED_SAMPLER, PAPER_SAMPLER, "gddim_q3")) + f" of {n_paths}"))
     notes = ("Pathwise relative error on each diffusion's mixture problem (the error tables above) of "
-             f"`{TUNED_SAMPLER}` (gddim_numerics.defaults.tuned_plan) divided by that of the paper's scheme "
+             f"`{TUNED_SAMPLER}` ({results['samplers'][TUNED_SAMPLER]['label']}) divided by that of the paper's scheme "
              f"`{PAPER_SAMPLER}` (ε form, Lagrange extrapolation in t, order 2, grid uniform in √t) and of `gddim_q3` "
              f"(the same, order 3). Target (issue 7): ÷ {PAPER_SAMPLER} ≤ 1/3 on VP, ≤ 1/5 on CLD, ≤ 1/2 on BDM; "
              "✓ met, ✗ missed.",
-             "Tuning vs reporting: according to gddim_numerics/defaults.py these mixture problems (3 components, "
-             "std 0.2, seed 0) are reporting problems — the tuned settings were chosen on other problems "
-             "(defaults.py's `gauss`, `mixA` and `mixC`: 4-D data, 4 and 5 components, other seeds) and these were "
-             "never in the tuning set. defaults.py also records that a first tuned choice was replaced after its "
-             "reporting ratios (these problems among them) were seen, by one re-tuned on an enlarged tuning set: "
-             "the reporting problems chose nothing, but they did prompt that re-run.",
-             f"Mode switches: trajectories of {TUNED_SAMPLER} / {PAPER_SAMPLER} / gddim_q3, out of {n_paths}, that end "
-             "in another mixture component than the reference (definition above); at low NFE a few switches "
-             "dominate the error.")
+             f"Mode switches: trajectories of {TUNED_SAMPLER} / {PAPER_SAMPLER} / gddim_q3, out of the robust start "
+             "points, that end in another mixture component than the reference (definition above); at low NFE a few "
+             "switches dominate the error.")
+    note = results["samplers"][TUNED_SAMPLER].get("note")
+    notes += (note,) if note else ()
     notes += _tuned_settings_note(results, [r["nfe"] for r in block["rows"]])
     header = ("diffusion", "NFE", TUNED_SAMPLER, PAPER_SAMPLER, f"÷ {PAPER_SAMPLER}", "target", "met",
-              "gddim_q3", "÷ gddim_q3", f"mode switches (of {n_paths})")
+              "gddim_q3", "÷ gddim_q3", "mode switches")
     return Table("Tuned defaults ÷ the paper's scheme — mixture data", notes, header, tuple(rows))
 
 
@@ -377,147 +380,30 @@ def render_report(results: dict) -> str:
     lines += [f"- `{name}`: {text}." for name, text in meta["metrics"].items()]
     if "mode_switch" in meta:
         lines += ["", f"Mode switches (mixture, deterministic samplers): {meta['mode_switch']}."]
+    if "robust_start_points" in meta:
+        lines += ["", f"Robust start points: {meta['robust_start_points']}."]
     lines += ["", *(render(t) for t in all_tables(results))]
+    failures = results.get("failures", [])
+    if failures:
+        lines += ["### Failed tasks", "", "These tasks raised; their rows are missing above.", ""]
+        lines += [f"- `{f['task']}`: {f['error'].strip().splitlines()[-1]}" for f in failures]
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------ plots
-def plot_errors(results: dict, diffusion: str, path: Path) -> None:
-    """Log-log error vs NFE of every sampler on every problem of one diffusion (one panel per problem)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by_kind = results["results"][diffusion]
-    target = results["meta"]["options"]["target"]
-    fig, axes = plt.subplots(1, len(by_kind), figsize=(5.2 * len(by_kind), 4.4), squeeze=False)
-    tab20 = plt.get_cmap("tab20").colors
-    palette = tab20[0::2] + tab20[1::2]  # ten distinct hues first, then their light variants
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(results["samplers"])}
-    legend = {}
-    for ax, (kind, block) in zip(axes[0], by_kind.items()):
-        for name, s in block["samplers"].items():
-            _plot_series(ax, name, s, colors[name])
-        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
-        ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel="relative error",
-               title=f"{diffusion}: {kind} data")
-        ax.grid(True, which="major", alpha=0.3)
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(7, len(legend)), fontsize=8,
-               frameon=False)
-    fig.suptitle(DIFFUSIONS[diffusion].title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_series(ax, name: str, series: dict, color) -> None:
-    stderr = series["stderr"] or [None] * len(series["nfe"])
-    points = [(n, e, d) for n, e, d in zip(series["nfe"], series["error"], stderr) if e is not None and e > 0]
-    if not points:
-        return
-    points.sort()
-    nfe, err, se = zip(*points)
-    style = "-" if name in GDDIM_DETERMINISTIC else "--"
-    width = 2.2 if name == TUNED_SAMPLER else 1.5
-    if series["stderr"] is not None:
-        below = [min(d, 0.9 * e) for e, d in zip(err, se)]  # a log axis cannot show bars that reach 0
-        ax.errorbar(nfe, err, yerr=[below, se], color=color, ls=style, marker="o", ms=3, capsize=2, label=name)
-    else:
-        ax.plot(nfe, err, color=color, ls=style, lw=width, marker="s" if series.get("rtol") else "o", ms=3, label=name)
-
-
-# ------------------------------------------------------------------------------------ files
-def check_writable_folder(path: str | os.PathLike, forbidden: Sequence[Path] = ()) -> Path:
-    """Resolve an output folder and prove it can be written, before any work is done.
-
-    Raises
-    ------
-    ValueError
-        If ``path`` is a file, lies inside one of ``forbidden`` (the installed package), or its
-        nearest existing folder refuses a trial sub-folder (which is removed at once).
-    """
-    out = Path(path).expanduser().resolve()
-    for root in forbidden:
-        if out == root.resolve() or root.resolve() in out.parents:
-            raise ValueError(f"output folder {out} lies inside the package ({root}); choose a folder outside it")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder")
-    anchor = next(p for p in (out, *out.parents) if p.exists())
-    if not anchor.is_dir():
-        raise ValueError(f"cannot create output folder {out}: {anchor} is a file")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".gddim-write-check-", dir=anchor))
-    except OSError as err:
-        raise ValueError(f"cannot write to output folder {out}: {err.strerror} ({anchor})") from None
-    return out
-
-
-def check_writable_file(path: str | os.PathLike) -> Path:
-    """Resolve an output file path (its folder is checked like :func:`check_writable_folder`)."""
-    target = Path(path).expanduser().resolve()
-    if target.is_dir():
-        raise ValueError(f"{target} is a folder; give a file path")
-    check_writable_folder(target.parent)
-    return target
-
-
-def write_outputs(results: dict, out: Path, markdown: str, plots: bool) -> list[str]:
-    """Write ``results.json``, ``tables.md`` and (with ``plots``) one PNG per diffusion into ``out``.
-
-    Everything goes to a staging folder beside ``out`` first and is moved in at the end, so a
-    failure leaves ``out`` as it was. Returns the file names written.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".gddim-validation-", dir=out.parent))
-    try:
-        stage.chmod(_folder_mode())  # mkdtemp's private 0o700 would become the output folder's mode
-        (stage / JSON_NAME).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-        (stage / TABLES_NAME).write_text(markdown)
-        if plots:
-            for diffusion in results["results"]:
-                plot_errors(results, diffusion, stage / f"error_vs_nfe_{diffusion}.png")
-        names = sorted(p.name for p in stage.iterdir())
-        if out.exists():
-            for name in names:
-                os.replace(stage / name, out / name)
-            stage.rmdir()
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return names
-
-
-def _folder_mode() -> int:
-    """The mode ``mkdir`` gives a new folder under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (no partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def readme_text(results: dict, command: str) -> str:
-    """``validation/README.md``: how to regenerate it, then the report of the run."""
+    """``validation/README.md``: how long the run takes, how to regenerate it and the snapshot, then the report."""
+    elapsed = results["meta"]["elapsed_s"]
     head = ["# Validation: the latest default run", "",
-            "Generated by the `validate` command; regenerate with", "", "```bash", command, "```", "",
+            "Generated by the `validate` command. Try the quick run first (NFE 5, 10, 20; fewer start points and "
+            "samples; about 30 s):", "",
+            "```bash", "gddim-numerics validate --quick --out /tmp/gq", "```", "",
+            f"This report is the default run, which took {elapsed:.0f} s here (about 1.5 minutes of CPU time, so "
+            "about as long on 2 idle cores; it prints one line per finished section). Regenerate it with", "",
+            "```bash", command, "```", "",
+            "and the snapshot that `tests/test_validate_cli.py` compares a fresh `--quick` run against with", "",
+            "```bash", "gddim-numerics validate --quick --no-plots --no-progress --out /tmp/gq && "
+            "cp /tmp/gq/results.json tests/data/validate_quick.json", "```", "",
             "Every number below compares a sampler against an exact answer (closed-form Gaussian flows and laws,",
             "or a DOP853 reference at rtol 1e-10); the JSON and log-log plots of the same run are written to the",
             "output folder (`--out`).", "", ""]
     return "\n".join(head) + render_report(results)
-
