@@ -6,17 +6,15 @@ objective is the largest :math:`\log` :func:`~gddim_numerics.surrogate.surrogate
 pathwise error on Gaussian data — over ``component_scale`` ``c`` in :data:`ENSEMBLE`: the data's own
 Gaussian (``c = 1``) and mixtures of sharp components :math:`N(\mu', \Sigma_0 + c(S - \Sigma_0))`
 with the data's overall moments (a scheme or grid that is good only through a cancellation on one
-Gaussian is not picked).
-Two stages:
+Gaussian is not picked). Three stages:
 
 1. **Scheme pick.** Every scheme of :data:`FAMILY` (form × order 2–4 × corrector, extrapolation in
    ``t``; the paper's scheme, ε form of order 3, among them) on the grid uniform in
    :math:`t^{1/2}` (:data:`BASE_POWER`); with ``optimize_grid=False`` the best of these is the plan.
-1b. (``optimize_grid=True``) The best scheme with one large first step to the log-SNR levels
-   :data:`FIRST_LOG_SNR`, kept if better.
-2. **Grid optimisation** (``optimize_grid=True``) for the best scheme: the ``N - 1`` interior times
-   (after the first step, if 1b kept one)
-   follow the monotone 3-parameter family :func:`warped_grid` (a power grid of exponent ``p`` in a
+2. **First step** (``optimize_grid=True``): the best scheme with one large first step to the
+   log-SNR levels :data:`FIRST_LOG_SNR`, kept if better.
+3. **Grid optimisation** (``optimize_grid=True``) for the best scheme: the ``N - 1`` interior times
+   (after the first step, if stage 2 kept one) follow the monotone 3-parameter family :func:`warped_grid` (a power grid of exponent ``p`` in a
    warped step index :math:`w(u) = \int_0^u e^{\beta_1P_1 + \beta_2P_2} / \int_0^1 e^{\beta_1P_1 + \beta_2P_2}`,
    :math:`P_i` Legendre polynomials on ``[0, 1]``); Nelder–Mead on the log surrogate error within
    the bounds :data:`BOUNDS` (``p`` in ``[1, 12]``, :math:`|\beta_i| \le 3`: first and last points

@@ -1,7 +1,7 @@
 r"""Mean and covariance of the clean data, in the diffusion's layout (:class:`DataStatistics`).
 
 Conventions (the same as :class:`~gddim_numerics.problems.GaussianData`)
-----------------------------------------------------------------------
+------------------------------------------------------------------------
 ``mean`` is a full state of shape ``event_shape`` (for CLD the velocity entries are usually 0), and
 the covariance is the law at ``t = 0`` *in the augmented sense*:
 
