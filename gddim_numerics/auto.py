@@ -41,7 +41,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.polynomial.legendre import legval
-from scipy.optimize import minimize
 
 from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import check_grid, time_grid
@@ -237,6 +236,8 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
             if key not in cache:
                 cache[key] = search.error(best, warped_grid(diffusion, nfe, x, t0, t1, head))
             return cache[key][0]
+
+        from scipy.optimize import minimize  # keeps the package import light
 
         simplex = start + np.vstack([np.zeros(3), np.diag([0.6, 1.0, 1.0])])
         res = minimize(objective, start, method="Nelder-Mead",

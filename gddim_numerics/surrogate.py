@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from .diffusion import batched_inverse, batched_transpose
 from .modal import ModalProblems, blocks, modal_problems
@@ -94,6 +93,8 @@ def _flow_matrix(diffusion, problems: ModalProblems, s: float, t: float) -> np.n
     _, cov, _ = _marginals(diffusion, problems, np.array([s, t]))
     if n == 1:
         return np.sqrt(cov[1] / cov[0])
+    from scipy.integrate import solve_ivp  # only for k > 1 blocks (keeps the package import light)
+
     p = problems.cov.shape[0]
 
     def rhs(tau, y):
