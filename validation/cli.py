@@ -27,6 +27,7 @@ import gddim_numerics.backends
 from . import report
 from .bench import add_parser as add_bench
 from .executor import TaskOutcome
+from .family import add_parser as add_family
 from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
                     resolve_samplers, run_study, study_tasks)
 
@@ -80,7 +81,7 @@ def add_validate(subparsers) -> None:
 
 
 # Each subcommand adds itself here; e.g. a ``bench`` command: add_bench(subparsers) -> func=run_bench.
-SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench)
+SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench, add_family)
 
 
 def build_parser() -> argparse.ArgumentParser:
