@@ -26,7 +26,7 @@ import gddim_numerics.backends
 
 from . import report
 from .bench import add_parser as add_bench
-from .executor import TaskOutcome
+from .executor import TaskOutcome, add_execution_arguments, execution_from_args
 from .family import add_parser as add_family
 from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
                     resolve_samplers, run_study, study_tasks)
@@ -77,6 +77,7 @@ def add_validate(subparsers) -> None:
                    help="also write the report as a README (e.g. validation/README.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(p)
     p.set_defaults(func=run_validate)
 
 
@@ -116,10 +117,14 @@ def run_validate(args: argparse.Namespace) -> int:
         out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
         readme = None if args.write_readme is None else report.check_writable_file(args.write_readme)
         prepare_cases(config)  # bad problem parameters fail here, before any work
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         return _usage_error(args.command, str(err))
     plots = not args.no_plots and _have("matplotlib", "plots", "--no-plots", "plot")
-    results = run_study(config, None if args.no_progress else _section_progress(config))
+    try:
+        results = run_study(config, None if args.no_progress else _section_progress(config), **execution)
+    except ConnectionError as err:
+        return _usage_error(args.command, str(err))
     markdown = report.render_report(results)
     print(markdown)
     names = report.write_outputs(results, out, markdown, plots)

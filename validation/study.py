@@ -336,7 +336,8 @@ def study_tasks(config: StudyConfig) -> list[Task]:
     return tasks
 
 
-def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None) -> dict:
+def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None, *,
+              workers: int | None = None, scheduler: str | None = None) -> dict:
     """Run the study and return every number as plain dicts (the JSON of the ``validate`` command).
 
     Parameters
@@ -345,6 +346,9 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
         What to run (checked here).
     progress : callable, optional
         ``progress(done, total, outcome)`` after each task of :func:`study_tasks`.
+    workers, scheduler
+        Where the tasks run (:func:`~.executor.run_tasks`: default a local Dask cluster, one
+        process per core; ``workers=1`` serially here); the numbers do not depend on it.
 
     Returns
     -------
@@ -358,7 +362,8 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
     """
     config.check()
     started = time.perf_counter()
-    outcomes = {o.key: o for o in run_tasks(study_tasks(config), progress=progress)}
+    outcomes = {o.key: o for o in run_tasks(study_tasks(config), workers=workers, scheduler=scheduler,
+                                                    progress=progress)}
     results: dict = {}
     failures = [{"task": "/".join(k), "error": o.error} for k, o in outcomes.items() if not o.ok]
     for (d, kind, name), outcome in outcomes.items():
