@@ -8,10 +8,11 @@ network is not shipped: each task builds it with ``eps_factory()`` (a picklable 
 module-level function or a ``functools.partial`` that loads weights), so device handles and large
 modules never travel.
 
-Every sample is computed independently of the others, so the result is the same as
-``plan.sample(eps_fn, x.compute(), rng=rng)`` on the concatenated array, whatever the chunking:
-for a deterministic plan directly, and for a stochastic plan (``lam > 0``) when ``rng`` gives one
-seed per sample (sample :math:`i` draws its noise from its own generator seeded with ``rng[i]``;
+Every sample is computed independently of the others, so the result is that of
+``plan.sample(eps_fn, x.compute(), rng=rng)`` on the concatenated array, whatever the chunking, to
+rounding (a BLAS product may round a batch of one sample differently from a larger batch): for a
+deterministic plan directly, and for a stochastic plan (``lam > 0``) when ``rng`` gives one seed
+per sample (sample :math:`i` draws its noise from its own generator seeded with ``rng[i]``;
 see :mod:`gddim_numerics.backends.noise`). One seed, or one generator, for the whole array would
 repeat the same noise in every chunk and is refused.
 
@@ -87,6 +88,8 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
     if run_options.get("return_trajectory"):
         raise ValueError("return_trajectory is not available in sample_dask (one final state per sample comes "
                          "back); sample a few start points with plan.sample(..., return_trajectory=True)")
+    if hasattr(type(plan), "tables"):
+        plan.tables  # noqa: B018  (builds the float64 tables here, once, before the plan travels)
     x = x.rechunk({axis: -1 for axis in range(1, x.ndim)})
     blocks = [x] if rng is None else [x, _seed_blocks(rng, x)]
     shared = dask.delayed(plan, pure=True)  # one graph node: the tables travel once per worker, not per chunk
@@ -95,7 +98,8 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
 
 
 def _seed_blocks(rng: Any, x: da.Array) -> da.Array:
-    """``rng`` as a 1-D integer Dask array of one seed per sample, chunked like ``x``'s batch axis."""
+    """``rng`` as an integer Dask array of one seed per sample, shape ``(B, 1, ...)`` (it broadcasts against ``x``
+    block by block), chunked like ``x``'s batch axis."""
     if isinstance(rng, (np.random.Generator, np.random.RandomState)) or np.ndim(rng) == 0:
         raise ValueError("rng must give one seed per sample (e.g. numpy.arange(B)): one seed or one generator for "
                          "the whole Dask array would repeat the same noise in every chunk")
@@ -104,11 +108,11 @@ def _seed_blocks(rng: Any, x: da.Array) -> da.Array:
         raise ValueError(f"rng must hold one seed per sample, shape ({x.shape[0]},); got shape {seeds.shape}")
     if not np.issubdtype(seeds.dtype, np.integer):
         raise TypeError(f"rng must hold integer seeds; got dtype {seeds.dtype}")
-    return seeds.rechunk((x.chunks[0],))
+    return seeds.rechunk((x.chunks[0],)).reshape(seeds.shape + (1,) * (x.ndim - 1))
 
 
 def _sample_block(x: Any, seeds: Any = None, *, plan: Any, eps_factory: Callable[[], Callable],
                   run_options: dict) -> Any:
     """One chunk on its worker: build the network, run the plan, return the final states."""
-    rng = None if seeds is None else [operator.index(s) for s in seeds]
+    rng = None if seeds is None else [operator.index(s) for s in seeds.reshape(-1)]
     return plan.sample(eps_factory(), x, rng=rng, **run_options).x

@@ -8,7 +8,9 @@ Subcommands
 
 A subcommand is a function ``add_<name>(subparsers)`` that adds its parser and sets ``func`` (the
 function ``func(args) -> exit status``); :func:`build_parser` calls each. Bad input exits with
-status 2 and a message on stderr, before any work is done and without writing anything.
+status 2 and a message on stderr, before any work is done and without writing anything; Ctrl-C
+exits with status 130 and writes nothing. ``--workers N`` / ``--scheduler ADDRESS`` choose where
+the study's tasks run (:mod:`.executor`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, 
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PACKAGE_DIRS = tuple(Path(f).parent for f in (gddim_numerics.__file__, gddim_numerics.backends.__file__, __file__))
 
 
@@ -192,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help / --version (0) or an argparse usage error (2)
         return int(done.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # the Dask cluster is closed by then, and the output is written only at the end
+        print(f"{PROG} {args.command}: interrupted; nothing written", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

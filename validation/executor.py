@@ -223,8 +223,7 @@ def _run_on(client, tasks: list[Task], progress: Progress | None) -> list[TaskOu
         outcomes: dict[Hashable, TaskOutcome] = {}
         for done, future in enumerate(as_completed(list(futures.values()), loop=client.loop), start=1):
             task = task_of[future.key]
-            outcomes[task.key] = outcome = (future.result() if future.status == "finished"
-                                            else _lost(task, future, futures))
+            outcomes[task.key] = outcome = _fetch(task, future, futures)
             if progress is not None:
                 progress(done, len(tasks), outcome)
     except BaseException:
@@ -233,8 +232,14 @@ def _run_on(client, tasks: list[Task], progress: Progress | None) -> list[TaskOu
     return [outcomes[t.key] for t in tasks]
 
 
-def _lost(task: Task, future, futures: dict) -> TaskOutcome:
-    """The outcome of a future that Dask could not compute (its worker died too often, or it was cancelled)."""
+def _fetch(task: Task, future, futures: dict) -> TaskOutcome:
+    """The outcome of a completed future; if Dask could not compute it (its worker died too often: ``KilledWorker``;
+    it was cancelled; a needed one was), an outcome that says so."""
+    if future.status == "finished":
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001  (the worker holding the value died and the rerun failed: reported below)
+            pass
     failed = [k for k in task.needs if futures[k].status != "finished"]
     if failed:
         return TaskOutcome(task.key, error=f"not run: needed task {failed[0]!r} failed")
