@@ -83,3 +83,15 @@ def test_bad_execution_options_exit_2_before_any_work(argv, message, tmp_path, c
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({pool["num_threads"] for pool in threadpool_info()})
+
+
+def test_tasks_run_with_one_blas_thread():
+    """As in Dask's workers (OPENBLAS_NUM_THREADS=1): a multi-threaded BLAS may round a reduction differently."""
+    pytest.importorskip("threadpoolctl")
+    assert run_tasks([Task("t", blas_threads)], workers=1)[0].value == [1]

@@ -50,7 +50,8 @@ def die(_):
 def _dask(*args: str, env: dict | None = None) -> subprocess.Popen:
     """``dask ARGS`` in its own session; it imports this module (the tasks' functions are defined here)."""
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, "-m", "dask", *args], env={**os.environ, **(env or {}), "PYTHONPATH": path},
+    return subprocess.Popen([sys.executable, "-m", "dask", *args],
+                            env={**os.environ, **(env or {}), "PYTHONPATH": path},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
