@@ -33,7 +33,9 @@ def times_in_range(t, lower: float, upper: float, name: str = "t") -> np.ndarray
 
 
 def positive(value: float, name: str, allow_zero: bool = False) -> float:
-    """Return ``value`` as float after checking it is finite and positive."""
+    """Return ``value`` as float after checking it is one real, finite, positive number (no strings or bools)."""
+    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0 or np.asarray(value).dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real number; got {value!r}")
     v = float(value)
     ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
@@ -69,3 +71,21 @@ def square_matrix(mat, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite")
     return a
+
+
+def end_time(t_end, time_range: tuple[float, float], t_start: float, name: str = "t_end") -> float:
+    """Return the default last grid time ``t_end`` after checking ``t_lower <= t_end < t_start`` and ``t_end > 0``.
+
+    ``t_end > 0`` because sampling stops short of the data time, where the kernel covariance of a data
+    point is singular; nothing is clamped into the range.
+    """
+    arr = as_times(t_end, name)
+    if arr.ndim != 0:
+        raise TypeError(f"{name} must be one real number; got an array of shape {arr.shape}")
+    value = float(arr)
+    lower = float(time_range[0])
+    if not (value > 0 and lower <= value < t_start):
+        interval = f"(0, {t_start:g})" if lower <= 0 else f"[{lower:g}, {t_start:g})"
+        raise ValueError(f"{name} (the last time of a sampling grid) must lie in {interval}, between the "
+                         f"diffusion's earliest time and its start time t_start; got {t_end!r}")
+    return value

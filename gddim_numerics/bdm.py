@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import brentq
 
-from ._checks import positive
+from ._checks import as_times, end_time, positive
 from .bases import DCTBasis
 from .diffusion import ScalarModesDiffusion
 from .schedules import CosineSchedule, NoiseSchedule, TanLogSNRSchedule
@@ -69,7 +69,7 @@ class BDM(ScalarModesDiffusion):
         self.basis = DCTBasis(shape)
         self.n_modes = shape[0] * shape[1]
         self.blur_sigma_max = positive(blur_sigma_max, "blur_sigma_max", allow_zero=True)
-        self.min_scale = float(min_scale)
+        self.min_scale = float(as_times(min_scale, "min_scale"))
         if not 0.0 < self.min_scale < 1.0:
             raise ValueError(f"min_scale (d_min) must lie in (0, 1); got {min_scale!r}")
         if isinstance(schedule, NoiseSchedule):
@@ -83,8 +83,8 @@ class BDM(ScalarModesDiffusion):
         self.schedule_name = schedule if isinstance(schedule, str) else type(schedule).__name__
         self.time_range = self.schedule.time_range
         self._lambda = self.basis.eigenvalues
-        self.t_end = positive(t_end, "t_end")
         self.t_start = self._gddim_start(80.0) if schedule == "gddim" else self.time_range[1]
+        self.t_end = end_time(t_end, self.time_range, self.t_start)
 
     def _gddim_start(self, rho: float) -> float:
         """Start time ``t(rho)`` of the gDDIM code: ``abar = abar_0 / ((rho + sqrt(1-abar_0))^2 + abar_0)``."""

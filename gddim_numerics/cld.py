@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import positive, symmetric_positive_definite
+from ._checks import as_times, positive, symmetric_positive_definite
 from .linear_sde import ConstantCoefficientSDE
 
 
@@ -40,7 +40,7 @@ class CLD(ConstantCoefficientSDE):
         self.mass_inv = positive(mass_inv, "mass_inv")
         self.gamma_friction = positive(gamma_friction, "gamma_friction")
         self.beta0 = positive(beta0, "beta0", allow_zero=True)
-        self.beta1 = float(beta1)
+        self.beta1 = float(as_times(beta1, "beta1"))
         if not np.isfinite(self.beta1) or self.beta0 + min(self.beta1, 0.0) <= 0:
             raise ValueError(f"beta(t) = beta0 + beta1 t must stay positive on [0, 1]; got beta0={beta0}, beta1={beta1}")
         self.init_velocity_scale = positive(init_velocity_scale, "init_velocity_scale", allow_zero=True)

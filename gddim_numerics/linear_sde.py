@@ -19,7 +19,7 @@ import numpy as np
 from scipy.integrate import quad, solve_ivp
 from scipy.linalg import expm
 
-from ._checks import as_times, square_matrix, symmetric_positive_definite
+from ._checks import as_times, end_time, positive, square_matrix, symmetric_positive_definite
 from .diffusion import MatrixDiffusion
 
 
@@ -45,6 +45,8 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         :math:`\Sigma_0` (default 0). If it is singular, ``time_range[0]`` must be positive.
     time_range : (float, float)
         Admissible times ``(t_lower, T)``.
+    t_end : float, optional
+        Default last grid time, in ``[t_lower, T)`` and positive (default ``max(t_lower, 1e-3 T)``).
     """
 
     name = "dense"
@@ -68,7 +70,10 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         self.n_modes = 1
         self.time_range = _check_time_range(time_range)
         self.t_start = self.time_range[1]
-        self.t_end = float(t_end) if t_end is not None else max(self.time_range[0], 1e-3 * self.time_range[1])
+        self.t_end = end_time(max(self.time_range[0], 1e-3 * self.time_range[1]) if t_end is None else t_end,
+                              self.time_range, self.t_start)
+        if beta_integral is not None and not callable(beta_integral):
+            raise TypeError(f"beta_integral must be a callable t -> B(t) or None; got {type(beta_integral).__name__}")
         if callable(beta):
             self._beta = beta
             self._beta_integral = beta_integral
@@ -81,6 +86,8 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         probe = np.asarray(self._beta(np.linspace(*self.time_range, 5)), dtype=np.float64)
         if probe.shape != (5,) or np.any(~np.isfinite(probe)) or np.any(probe < 0):
             raise ValueError("beta(t) must return finite non-negative values, vectorised over t")
+        if callable(beta) and beta_integral is not None:
+            self._check_beta_integral()
         sig0 = np.zeros((k, k)) if initial_covariance is None else initial_covariance
         self._sigma0 = symmetric_positive_definite(sig0, "initial_covariance", allow_semidefinite=True)[None]
         if self._sigma0.shape != (1, k, k):
@@ -90,6 +97,15 @@ class ConstantCoefficientSDE(MatrixDiffusion):
                 "initial_covariance is singular, so Sigma_t^{-1} and R_t do not exist at t = 0; "
                 "give time_range a positive lower bound (e.g. (1e-5, 1))"
             )
+
+    def _check_beta_integral(self) -> None:
+        r"""Refuse a ``beta_integral`` that is not :math:`\int_0^t\beta`: compared with adaptive quadrature at 3 times."""
+        times = np.array([0.0, 0.5, 1.0]) * self.time_range[1]
+        got = np.asarray(self._beta_integral(times), dtype=np.float64)
+        ref = np.array([quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-10, limit=200)[0] for ti in times])
+        if got.shape != (3,) or not np.allclose(got, ref, rtol=1e-6, atol=1e-9 * max(1.0, abs(ref[-1]))):
+            raise ValueError(f"beta_integral(t) must be B(t) = int_0^t beta, vectorised over t; at t = {times} it "
+                             f"returns {got!r}, quadrature of beta gives {ref!r}")
 
     # definitions -----------------------------------------------------------------------------
     def beta(self, t) -> np.ndarray:
@@ -177,6 +193,8 @@ class LinearSDE(MatrixDiffusion):
         :math:`\Sigma_0` (default 0; then ``time_range[0]`` must be positive).
     time_range : (float, float)
         Admissible times ``(t_lower, T)``.
+    t_end : float, optional
+        Default last grid time, in ``[t_lower, T)`` and positive (default ``max(t_lower, 1e-3 T)``).
     rtol, atol : float
         Tolerances of the DOP853 solves for :math:`\Psi(t, 0)`, :math:`\Sigma_t` and :math:`R_t`.
     """
@@ -189,7 +207,8 @@ class LinearSDE(MatrixDiffusion):
             raise TypeError("F and GGT must be callables t -> (k, k) array")
         self.time_range = _check_time_range(time_range)
         self.t_start = self.time_range[1]
-        self.t_end = float(t_end) if t_end is not None else max(self.time_range[0], 1e-3 * self.time_range[1])
+        self.t_end = end_time(max(self.time_range[0], 1e-3 * self.time_range[1]) if t_end is None else t_end,
+                              self.time_range, self.t_start)
         self._F, self._GGT = F, GGT
         f1 = np.asarray(F(self.time_range[1]), dtype=np.float64)
         if f1.ndim != 2 or f1.shape[0] != f1.shape[1]:
@@ -206,7 +225,7 @@ class LinearSDE(MatrixDiffusion):
             raise ValueError(f"initial_covariance must be ({k}, {k}); got {np.shape(sig0)}")
         if np.any(np.linalg.eigvalsh(self._sigma0) <= 0) and self.time_range[0] <= 0:
             raise ValueError("initial_covariance is singular; give time_range a positive lower bound")
-        self.rtol, self.atol = float(rtol), float(atol)
+        self.rtol, self.atol = positive(rtol, "rtol"), positive(atol, "atol")
 
     def _call(self, name: str, t: float) -> np.ndarray:
         """``F(t)`` or ``GGT(t)`` for a float ``t``, refusing a result of the wrong shape."""

@@ -32,14 +32,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from .corrector import corrector_fields, corrector_orders, perturbation_gain
 from .data_form import data_kernel, data_state, data_weight_sum
-from .diffusion import LinearDiffusion, ScalarModesDiffusion, batched_inverse, batched_transpose
+from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
 from .grids import check_grid
 from .outputs import check_factor, check_output_type, factor, to_data, to_noise
 from .quadrature import exponential_weights
+from .stochastic import stochastic_coefficients
 from .tables import StepTables, concatenate
 
 MAX_ORDER = 5
@@ -242,44 +242,6 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
     return tables
 
 
-def stochastic_coefficients(diffusion: LinearDiffusion, s: float, t: float, lam: float):
-    r"""``(Psi_hat(t, s) - Psi(t, s), P_st)`` of one stochastic step from ``s`` down to ``t``.
-
-    The difference :math:`D = \hat\Psi - \Psi` is computed directly (it is small for small steps
-    and small :math:`\lambda`; forming it from :math:`\hat\Psi \approx I` would cancel digits).
-    Closed forms for commuting (``k = 1``) modes, with :math:`\rho^2 = \Sigma_t\mu_s^2/(\Sigma_s\mu_t^2)`:
-    :math:`\hat\Psi/\Psi = \rho^{1+\lambda^2}`, so :math:`D = \Psi\,\mathrm{expm1}(\tfrac{1+\lambda^2}{2}\log\rho^2)`,
-    and :math:`P = \Sigma_t(1 - \rho^{2\lambda^2})`. Otherwise one DOP853 solve (rtol 1e-12) of
-    :math:`\tfrac{dD}{d\tau} = \hat F D + \tfrac{1+\lambda^2}{2}GG^\top\Sigma^{-1}\Psi(\tau, s)`, :math:`D(s) = 0`,
-    jointly with :math:`\tfrac{dP}{d\tau} = \hat FP + P\hat F^\top - \lambda^2GG^\top`, :math:`P(s) = 0`.
-    """
-    lam2 = lam * lam
-    if isinstance(diffusion, ScalarModesDiffusion):
-        psi = diffusion.transition(t, s)
-        log_rho2 = np.log(diffusion.covariance(t)) - np.log(diffusion.covariance(s)) - 2.0 * np.log(psi)
-        excess = psi * np.expm1(0.5 * (1 + lam2) * log_rho2)
-        p = -diffusion.covariance(t) * np.expm1(lam2 * log_rho2)
-        return excess, p
-    m, k = diffusion.shape
-    size = m * k * k
-
-    def rhs(tau, y):
-        d, p = y[:size].reshape(m, k, k), y[size:].reshape(m, k, k)
-        gg = diffusion.diffusion(tau)
-        push = 0.5 * (1 + lam2) * gg @ diffusion.covariance_inv(tau)
-        f_hat = diffusion.drift(tau) + push
-        dd = f_hat @ d + push @ diffusion.transition(tau, s)
-        dp = f_hat @ p + p @ batched_transpose(f_hat) - lam2 * gg
-        return np.concatenate([dd.ravel(), dp.ravel()])
-
-    sol = solve_ivp(rhs, (s, t), np.zeros(2 * size), method="DOP853", rtol=1e-12, atol=1e-15)
-    if not sol.success:
-        raise RuntimeError(f"stochastic coefficient solve failed on [{t}, {s}]: {sol.message}")
-    excess = sol.y[:size, -1].reshape(m, k, k)
-    p = sol.y[size:, -1].reshape(m, k, k)
-    return excess, 0.5 * (p + batched_transpose(p))
-
-
 def psd_factor(p: np.ndarray, name: str = "P") -> np.ndarray:
     """Symmetric square root of PSD blocks; rounding-level negative eigenvalues count as zero."""
     if p.shape[-1] == 1:
@@ -299,12 +261,7 @@ def stochastic_tables(diffusion: LinearDiffusion, ts, lam: float, output: str = 
     s, t = ts[:-1], ts[1:]
     psi = diffusion.transition(t, s)
     r_s = diffusion.gddim_factor(s)
-    if isinstance(diffusion, ScalarModesDiffusion):
-        excess, p = stochastic_coefficients(diffusion, s, t, lam)
-    else:
-        pairs = [stochastic_coefficients(diffusion, si, ti, lam) for si, ti in zip(s, t)]
-        excess = np.stack([a for a, _ in pairs])
-        p = np.stack([b for _, b in pairs])
+    excess, p = stochastic_coefficients(diffusion, s, t, lam)
     hist = (excess @ r_s)[:, None]
     return StepTables(ts=ts, state=psi, history=hist, orders=np.ones(len(s), dtype=int),
                       noise=psd_factor(p, "the step noise covariance P"),

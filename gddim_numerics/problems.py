@@ -593,6 +593,8 @@ def _check_finite(values, shape: tuple, name: str) -> np.ndarray:
 
 
 def _psd_root(cov: np.ndarray) -> np.ndarray:
-    """A root ``A`` with ``A A^T = cov`` of a PSD matrix (eigenvalues rounded below 0 are taken as 0)."""
+    """The symmetric root ``A = A^T``, ``A A^T = cov``, of a PSD matrix (eigenvalues rounded below 0 are taken
+    as 0). Unlike ``V sqrt(Λ)`` it is unique when eigenvalues repeat, so samples do not depend on the LAPACK
+    kernel's choice of eigenvectors."""
     lam, vec = np.linalg.eigh(cov)
-    return vec * np.sqrt(np.maximum(lam, 0.0))
+    return (vec * np.sqrt(np.maximum(lam, 0.0))) @ vec.T

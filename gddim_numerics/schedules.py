@@ -13,7 +13,7 @@ import abc
 
 import numpy as np
 
-from ._checks import positive
+from ._checks import as_times, positive
 
 
 class NoiseSchedule(abc.ABC):
@@ -92,6 +92,8 @@ class CosineSchedule(NoiseSchedule):
         t_max = positive(t_max, "t_max")
         if (t_max + self.s) / self.width >= 1.0:
             raise ValueError(f"t_max must satisfy (t_max + s)/width < 1 so that alpha_bar > 0; got {t_max}")
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise TypeError(f"normalize must be True or False; got {normalize!r}")
         self.normalize = bool(normalize)
         self.time_range = (0.0, t_max)
         theta0 = self.s / self.width * (np.pi / 2)
@@ -122,6 +124,7 @@ class TanLogSNRSchedule(NoiseSchedule):
     """
 
     def __init__(self, logsnr_min: float = -10.0, logsnr_max: float = 10.0):
+        logsnr_min, logsnr_max = float(as_times(logsnr_min, "logsnr_min")), float(as_times(logsnr_max, "logsnr_max"))
         if not (np.isfinite(logsnr_min) and np.isfinite(logsnr_max) and logsnr_min < logsnr_max):
             raise ValueError(f"need finite logsnr_min < logsnr_max; got {logsnr_min}, {logsnr_max}")
         self.c0 = float(np.arctan(np.exp(-logsnr_max / 2)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import positive
+from ._checks import end_time, positive
 from .diffusion import ScalarModesDiffusion
 
 
@@ -27,7 +27,7 @@ class VESDE(ScalarModesDiffusion):
         self._log_ratio = float(np.log(self.sigma_max / self.sigma_min))
         self.time_range = (0.0, 1.0)
         self.t_start = 1.0
-        self.t_end = positive(t_end, "t_end")
+        self.t_end = end_time(t_end, self.time_range, self.t_start)
 
     def sigma(self, t) -> np.ndarray:
         r"""Noise level :math:`\sigma_t = \sigma_{min}(\sigma_{max}/\sigma_{min})^t`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import end_time
 from .diffusion import ScalarModesDiffusion
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule
 
@@ -28,7 +29,7 @@ class VPSDE(ScalarModesDiffusion):
         self.schedule = schedule
         self.time_range = schedule.time_range
         self.t_start = schedule.time_range[1]
-        self.t_end = max(float(t_end), schedule.time_range[0])
+        self.t_end = end_time(t_end, self.time_range, self.t_start)
 
     @classmethod
     def linear(cls, beta_min: float = 0.1, beta_max: float = 20.0, t_end: float = 1e-3) -> "VPSDE":

@@ -23,7 +23,7 @@ def test_hand_written_step_is_the_samplers_step(backend, case):
     got = bench._reference_step(case, be, plan.tables, "float64", *(be.asarray(a, "float64") for a in (x, y, y_old)))()
     if case == "bdm":
         x_in, got = got
-        np.testing.assert_allclose(np.asarray(x_in), scipy.fft.idctn(x, axes=(-2, -1), norm="ortho"), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(x_in), scipy.fft.idctn(x, axes=(-2, -1), norm="ortho"), atol=1e-12)  # measured 3e-06 x tolerance
         y = scipy.fft.dctn(y, axes=(-2, -1), norm="ortho")  # the loop combines the output's DCT
     # independent NumPy float64 step: einsum blocks (trailing layout) / per-frequency products
     _, _, apply = reference_operators(plan.diffusion)
@@ -35,7 +35,7 @@ def test_hand_written_step_is_the_samplers_step(backend, case):
     blocks = (tables.state[k], tables.history[k, 0], tables.history[k, 1])
     want = sum(apply(b, a) for b, a in zip(blocks, arrays))
     want = to_split(want) if split else want
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)  # measured 0.0003 x tolerance
 
 
 def test_bench_case_reports_what_it_measured():

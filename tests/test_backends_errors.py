@@ -133,7 +133,7 @@ def test_network_output_of_another_float_dtype_is_cast():
     res = plan(VP).sample(lambda x, t: np.asarray(0.5 * x, dtype=np.float32), np.ones((2, 3)))
     ref = plan(VP).sample(eps_np, np.ones((2, 3)))
     assert res.x.dtype == np.float64
-    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)  # measured 1.5e-08 (relative)
 
 
 # ----------------------------------------------------------------------------- randomness

@@ -170,3 +170,76 @@ def test_bdm_refuses_unknown_schedules():
     """The schedule is "gddim", "bdm" or a NoiseSchedule."""
     with pytest.raises(ValueError, match=r"schedule must be one of \('gddim', 'bdm'\)"):
         gd.BDM((8, 8), schedule="cosine")
+
+
+END_TIMES = {
+    "vp-negative": (lambda: gd.VPSDE.linear(t_end=-1.0), r"t_end .* must lie in \(0, 1\)"),
+    "vp-zero": (lambda: gd.VPSDE.linear(t_end=0.0), r"t_end .* must lie in \(0, 1\)"),
+    "vp-above": (lambda: gd.VPSDE.linear(t_end=2.0), r"t_end .* must lie in \(0, 1\)"),
+    "vp-at-start": (lambda: gd.VPSDE.linear(t_end=1.0), r"t_end .* must lie in \(0, 1\)"),
+    "cosine-above": (lambda: gd.VPSDE.cosine(t_end=0.995), r"t_end .* must lie in \(0, 0.9946\)"),
+    "ddpm-before-table": (lambda: gd.VPSDE(gd.schedules.DiscreteSchedule(), t_end=5e-4),
+                          r"t_end .* must lie in \[0.001, 1\)"),
+    "ve-above": (lambda: gd.VESDE(t_end=2.0), r"t_end .* must lie in \(0, 1\)"),
+    "bdm-above": (lambda: gd.BDM((4, 4), schedule="bdm", t_end=2.0), r"t_end .* must lie in \(0, 1\)"),
+    "bdm-zero": (lambda: gd.BDM((4, 4), t_end=0.0), r"t_end .* must lie in \(0, 0.99"),
+    "cld-negative": (lambda: gd.CLD(t_end=-1.0), r"t_end .* must lie in \(0, 1\)"),
+    "cld-above": (lambda: gd.CLD(t_end=1.5), r"t_end .* must lie in \(0, 1\)"),
+    "cld-singular-before-range": (lambda: gd.CLD(initial_covariance=np.zeros((2, 2)), t_end=1e-6),
+                                  r"t_end .* must lie in \[1e-05, 1\)"),
+    "cc-above": (lambda: gd.ConstantCoefficientSDE(A, Q, initial_covariance=np.eye(2), time_range=(0.0, 2.0), t_end=3.0),
+                 r"t_end .* must lie in \(0, 2\)"),
+    "linear-sde-zero": (lambda: gd.LinearSDE(drift, noise, initial_covariance=np.eye(2), t_end=0.0),
+                        r"t_end .* must lie in \(0, 1\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(END_TIMES))
+def test_end_times_outside_the_sampling_range_are_refused(case):
+    """``t_end`` outside ``[t_lower, t_start)``, or 0, raises a ValueError naming ``t_end`` and the interval (never clamped)."""
+    make, message = END_TIMES[case]
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ("0.01", TypeError, "t_end must be real numbers"),
+    (np.nan, ValueError, "t_end must be finite"),
+    ([0.01, 0.02], TypeError, "t_end must be one real number"),
+], ids=["string", "nan", "array"])
+def test_end_times_that_are_not_one_real_number_are_refused(bad, error, message):
+    """A string, NaN or array ``t_end`` is refused, naming ``t_end``."""
+    for make in (gd.VPSDE.linear, gd.VESDE, gd.CLD):
+        with pytest.raises(error, match=message):
+            make(t_end=bad)
+
+
+def test_valid_end_times_are_kept_exactly():
+    """A valid ``t_end`` is stored as given (the old VPSDE clamped into range silently)."""
+    assert gd.VPSDE.linear(t_end=0.0123).t_end == 0.0123
+    assert gd.VPSDE(gd.schedules.DiscreteSchedule(), t_end=1e-3).t_end == 1e-3
+    assert gd.CLD(t_end=0.5).t_end == 0.5
+    assert gd.BDM((4, 4), t_end=0.25).t_end == 0.25
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: gd.VESDE(sigma_min="0.01"), TypeError, "sigma_min must be a real number"),
+    (lambda: gd.CLD(mass_inv=True), TypeError, "mass_inv must be a real number"),
+    (lambda: gd.CLD(beta1="1"), TypeError, "beta1 must be real numbers"),
+    (lambda: gd.VPSDE.linear(beta_max=[20.0, 30.0]), TypeError, "beta_max must be a real number"),
+    (lambda: gd.BDM((4, 4), min_scale="0.1"), TypeError, "min_scale must be real numbers"),
+    (lambda: gd.schedules.CosineSchedule(normalize="no"), TypeError, "normalize must be True or False"),
+    (lambda: gd.schedules.TanLogSNRSchedule("low", 10.0), TypeError, "logsnr_min must be real numbers"),
+    (lambda: gd.LinearSDE(drift, noise, initial_covariance=np.eye(2), rtol=-1e-9), ValueError,
+     "rtol must be a finite positive number"),
+    (lambda: gd.ConstantCoefficientSDE(A, Q, beta=lambda t: 1.0 + t, beta_integral=0.5, initial_covariance=np.eye(2)),
+     TypeError, "beta_integral must be a callable"),
+    (lambda: gd.ConstantCoefficientSDE(A, Q, beta=lambda t: 1.0 + t, beta_integral=lambda t: t,
+                                       initial_covariance=np.eye(2)),
+     ValueError, r"beta_integral\(t\) must be B\(t\) = int_0\^t beta"),
+], ids=["string-sigma", "bool-mass", "string-beta1", "array-beta", "string-d-min", "normalize-string",
+        "logsnr-string", "negative-rtol", "beta-integral-not-callable", "beta-integral-wrong"])
+def test_parameters_of_the_wrong_kind_are_refused(make, error, message):
+    """Strings, bools and arrays for numeric parameters, and a B(t) that is not the integral of beta, are refused."""
+    with pytest.raises(error, match=message):
+        make()

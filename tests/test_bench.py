@@ -53,7 +53,7 @@ def test_quick_bench_coefficients_match_the_rebuild(quick_bench):
     _, _, results = quick_bench
     plan = results["sections"]["plan"]
     worst = max(r["coefficient_error"]["max"] for r in plan["results"])
-    assert worst <= 1e-12
+    assert worst <= 1e-12  # measured 2.1e-13
     coefficient_target = next(t for t in plan["targets"] if t["target"].startswith("coefficients"))
     assert coefficient_target["meets"] is True and coefficient_target["value"] == worst
 
@@ -71,7 +71,7 @@ def test_quick_bench_peer_section(quick_bench):
     assert all(r["error"] is not None and r["error"] < 1 for r in section["gddim"])
     assert all(isinstance(r["mode_switches"], int) for r in section["peers"] + section["gddim"])
     assert all(len(r["plan"]["ts"]) == r["nfe"] + 1 and "order" in r["plan"] for r in section["gddim"])
-    assert section["mapping"]["ddim_vs_gddim_q1"] <= 1e-10
+    assert section["mapping"]["ddim_vs_gddim_q1"] <= 1e-10  # measured 2.8e-16
     best = section["best_peer"][str(peers.QUICK_NFE[0])]
     assert best["error"] == min(r["error"] for r in section["peers"])
     assert {r["sampler"] for r in section["ratios"]} >= {"gddim"}
@@ -95,7 +95,7 @@ def test_ddim_reproduces_gddim_q1_on_the_same_timesteps(small_problem, nfe):
     from diffusers import DDIMScheduler
 
     check = peers.ddim_mapping_check(small_problem, sys.modules["diffusers"], nfe=nfe)
-    assert check["ddim_vs_gddim_q1"] <= 1e-10
+    assert check["ddim_vs_gddim_q1"] <= 1e-10  # measured 2.7e-16
     assert 1e-10 < check["ddim_float32_vs_gddim_q1"] < 1e-5  # float32 tables as shipped: visible, small
     sched = peers.promote_float64(DDIMScheduler(clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing"))
     sched.set_timesteps(nfe)
@@ -109,17 +109,17 @@ def test_timesteps_map_onto_the_continuous_schedule(small_problem):
     table = DDIMScheduler().alphas_cumprod.double().numpy()
     d = small_problem.diffusion
     n = np.array([0, 1, 99, 500, 998, 999])
-    np.testing.assert_allclose(d.alpha_bar((n + 1) / 1000), table[n], rtol=1e-14)
+    np.testing.assert_allclose(d.alpha_bar((n + 1) / 1000), table[n], rtol=1e-14)  # measured 4.9e-16 (relative)
     sigma = np.sqrt((1 - table[n]) / table[n])
     times = [small_problem.time_of_sigma(s) for s in sigma]
-    np.testing.assert_allclose(times, (n + 1) / 1000, rtol=1e-11)
+    np.testing.assert_allclose(times, (n + 1) / 1000, rtol=1e-11)  # measured 1.1e-15 (relative)
 
 
 def test_surrogate_vp_matches_the_table_at_both_ends():
     """The reference's smooth VP has the table's alpha_bar at t = 1/N and t = 1."""
     table = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
     smooth = peers.surrogate_vp(table)
-    np.testing.assert_allclose(smooth.alpha_bar(np.array([1e-3, 1.0])), table[[0, -1]], rtol=1e-13)
+    np.testing.assert_allclose(smooth.alpha_bar(np.array([1e-3, 1.0])), table[[0, -1]], rtol=1e-13)  # measured 8.4e-16 (relative)
 
 
 # ------------------------------------------------------------------------------------ skips
@@ -206,9 +206,9 @@ def test_rebuild_reference_agrees_with_quad_vec_and_catches_a_wrong_table():
     k, nodes = 5, ts[5 - np.arange(3)]
     for j in range(3):
         exact, _ = quad_vec(integrand(sde, ts[k + 1], nodes, j), ts[k], ts[k + 1], epsabs=0, epsrel=1e-14, limit=4000)
-        assert np.max(np.abs(reference["history"][k, j].ravel() - exact)) <= 1e-12 * np.max(np.abs(exact))
+        assert np.max(np.abs(reference["history"][k, j].ravel() - exact)) <= 1e-12 * np.max(np.abs(exact))  # measured 1.6e-15
     tables = gd.GDDIM(sde, ts, order=3).tables
-    assert bench.coefficient_errors(tables, reference)["max"] <= 1e-12
+    assert bench.coefficient_errors(tables, reference)["max"] <= 1e-12  # measured 9.9e-15
     wrong = dict(reference, history=reference["history"] * (1 + 1e-9))
     assert bench.coefficient_errors(tables, wrong)["max"] >= 5e-10
 

@@ -60,7 +60,7 @@ def test_data_weight_sums_match_closed_form(name, variable, lead):
     # is a difference of two such terms (and the dense diffusion's R is a 1e-12-tolerance ODE solution)
     scale = np.maximum.reduce([np.abs(ref).max(axis=(1, 2, 3)), np.abs(w).max(axis=(1, 2, 3, 4)),
                                np.abs(sde.mean_coefficient(ts[1:])).max(axis=(1, 2, 3))])[:, None, None, None]
-    assert np.max(np.abs(w.sum(axis=1) - ref) / scale) <= 1e-12
+    assert np.max(np.abs(w.sum(axis=1) - ref) / scale) <= 5e-12  # measured 3.1e-13
 
 
 @pytest.mark.parametrize("name,variable", [("vp", "log_t"), ("cld", "t"), ("cld", "log_snr"), ("dense", "sqrt_t")])
@@ -85,7 +85,7 @@ def test_data_weights_match_quad_vec(name, variable):
 
         for j in range(q):
             ref = -quad_vec(lambda tau: integrand(tau, j), t, s, epsabs=0, epsrel=1e-13)[0]
-            assert np.max(np.abs(w[k, j] - ref)) <= 1e-10 * np.max(np.abs(ref)), (k, j)
+            assert np.max(np.abs(w[k, j] - ref)) <= 1e-10 * np.max(np.abs(ref)), (k, j)  # measured 1.4e-12
 
 
 def test_vp_data_weights_are_dpm_solver_pp():
@@ -112,7 +112,7 @@ def test_vp_data_weights_are_dpm_solver_pp():
                 der = P.polyder(der)
             ref = sigma[k + 1] * (np.exp(lam[k + 1]) * P.polyval(lam[k + 1], anti)
                                   - np.exp(lam[k]) * P.polyval(lam[k], anti))
-            assert abs(w[k, j, 0, 0, 0] - ref) <= 1e-11 * np.abs(w[k]).max(), (k, j)
+            assert abs(w[k, j, 0, 0, 0] - ref) <= 1e-11 * np.abs(w[k]).max(), (k, j)  # measured 6.7e-16
 
 
 @pytest.mark.parametrize("name", ["vp", "ve", "cld", "bdm", "dense"])
@@ -129,7 +129,7 @@ def test_q1_one_step_maps_of_both_forms_agree(name, n_steps):
         b = b0 if tb.input_output is None else b0 @ tb.input_output
         maps.append((tb.state + a, b))
     for x, y in zip(*maps):
-        assert np.max(np.abs(x - y)) <= 1e-13 * np.max(np.abs(x))
+        assert np.max(np.abs(x - y)) <= 1e-13 * np.max(np.abs(x))  # measured 2.6e-15
 
 
 @pytest.mark.parametrize("name", ["vp", "ve", "cld", "bdm", "dense"])
@@ -143,11 +143,12 @@ def test_q1_samples_of_both_forms_agree(name, nfe):
     ts = gd.time_grid(sde, nfe)
     x = prob.sample_marginal(ts[0], 3, rng=2)
     out = [gd.GDDIM(sde, ts, order=1, form=f).sample(prob.eps_R, x).x for f in ("eps", "data")]
-    assert relative_error(out[1], out[0]) <= 1e-13, d
+    assert relative_error(out[1], out[0]) <= 1e-13, d  # measured 9.7e-15
 
 
 def dirac_tolerance(tables) -> float:
-    """1e-9, or the rounding that Lagrange weights carry from history values formed at high noise.
+    """2e-9 (measured up to 1.1e-10 over the CI examples), or the rounding that Lagrange weights carry from
+    history values formed at high noise.
 
     A history value h_j = a_j u + b_j y formed with a large |a_j| (the data form's Psi(0, t): ~5e4 for CLD,
     ~8e4 for BDM at t_start) carries ~1e-16 |a_j| |u| rounding even on Dirac data (MATH.md §3.8), and a
@@ -159,7 +160,7 @@ def dirac_tolerance(tables) -> float:
         np.maximum(1.0, np.abs(tables.input_state).max(axis=(1, 2, 3)))
     k = np.arange(tables.n_steps)[:, None] - np.arange(w.shape[1])[None, :]
     carried = (w * np.where(k >= 0, a[np.clip(k, 0, None)], 0.0)).sum(axis=1)
-    return max(1e-9, 2e-15 * float(carried.max()))
+    return max(2e-9, 2e-15 * float(carried.max()))
 
 
 def dirac_case(name, nfe, kind="power", seed=0):
@@ -179,7 +180,7 @@ def dirac_case(name, nfe, kind="power", seed=0):
        nfe=st.sampled_from([1, 2, 3, 5, 10, 20]), variable=st.sampled_from(VARIABLES),
        kind=st.sampled_from(["power", "log", "log_snr"]), seed=st.integers(0, 3))
 def test_data_form_is_exact_on_dirac_data(name, order, nfe, variable, kind, seed):
-    """Data form, any q <= 5, variable and grid: exact on Dirac data to 1e-9 (D is constant).
+    """Data form, any q <= 5, variable and grid: exact on Dirac data to 2e-9 (D is constant).
 
     The tolerance grows where large weights carry the rounding of history formed at high noise
     (:func:`dirac_tolerance`).
@@ -204,7 +205,7 @@ def test_eps_form_is_exact_on_dirac_data_for_every_variable(name, order, nfe, va
         plan = gd.GDDIM(sde, ts, order=order, form="eps", variable=variable_of(variable))
         gain = plan.tables.info["dirac_gain"]
     res = plan.sample(data.fast_eps, x)
-    assert relative_error(res.x, exact) <= max(dirac_tolerance(plan.tables), 2e-12 * gain)
+    assert relative_error(res.x, exact) <= max(dirac_tolerance(plan.tables), 2e-12 * gain)  # measured 0.07 x tolerance
 
 
 @pytest.mark.parametrize("output", ["eps_L", "score", "data"])
@@ -218,7 +219,7 @@ def test_data_form_accepts_every_output_type(output):
     fns = {"eps_R": prob.eps_R, "eps_L": prob.eps_L, "score": prob.score, "data": prob.data_prediction}
     ref = gd.GDDIM(sde, ts, order=3, form="data").sample(fns["eps_R"], x).x
     out = gd.GDDIM(sde, ts, order=3, form="data", output=output).sample(fns[output], x).x
-    assert relative_error(out, ref) <= 1e-10
+    assert relative_error(out, ref) <= 1e-10  # measured 4.9e-13
 
 
 @pytest.fixture(scope="module", params=sorted(GAUSSIAN_CASES))
@@ -234,7 +235,7 @@ def test_data_form_convergence_order(conv_case, order):
     errors = [relative_error(gd.GDDIM(sde, gd.time_grid(sde, n, "power", t_end=0.1), order=order, form="data")
                              .sample(data.eps_fn(), x).x, ref) for n in ns]
     slope = -np.polyfit(np.log(ns), np.log(errors), 1)[0]
-    assert abs(slope - order) <= 0.25, (errors, slope)
+    assert abs(slope - order) <= 0.25, (errors, slope)  # measured 6.1e-02
 
 
 def test_data_form_convergence_order_high_q_cld(conv_case):
@@ -247,7 +248,7 @@ def test_data_form_convergence_order_high_q_cld(conv_case):
         errors = [relative_error(gd.GDDIM(sde, gd.time_grid(sde, n, "power", t_end=0.1), order=order, form="data")
                                  .sample(data.eps_fn(), x).x, ref) for n in ns]
         slope = -np.polyfit(np.log(ns), np.log(errors), 1)[0]
-        assert abs(slope - order) <= 0.25, (order, errors, slope)
+        assert abs(slope - order) <= 0.25, (order, errors, slope)  # measured 2.2e-01
 
 
 def test_bad_form_order_and_variable():

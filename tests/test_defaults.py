@@ -38,7 +38,7 @@ def test_tuned_method_costs_nfe_and_is_exact_on_dirac_data(kind, nfe):
     assert res.nfe == len(calls) == nfe
     w, off = data.eps_affine(res.ts[0])
     exact = data.mean(res.ts[-1]) + (x.reshape(2, -1) @ w.T + off) @ data.factor(res.ts[-1]).T
-    assert relative_error(res.x, exact.reshape(x.shape)) <= 1e-9
+    assert relative_error(res.x, exact.reshape(x.shape)) <= 1e-9  # measured 8.8e-11
 
 
 def test_diffusion_kinds():
@@ -57,8 +57,8 @@ def test_gddim_keeps_the_papers_scheme():
     a = gd.sample(sde, prob.eps_R, x, method="gddim", nfe=10)
     ts = np.linspace(1.0, np.sqrt(sde.t_end), 11) ** 2
     b = gd.GDDIM(sde, ts, order=2, form="eps", variable="t", corrector=False).sample(prob.eps_R, x)
-    np.testing.assert_allclose(a.ts, ts, rtol=1e-14)
-    np.testing.assert_allclose(a.x, b.x, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.ts, ts, rtol=1e-14)  # measured 1.7e-15 (relative)
+    np.testing.assert_allclose(a.x, b.x, rtol=1e-12, atol=1e-14)  # measured 0.004 x tolerance
     assert defaults.PAPER["form"] == "eps" and defaults.PAPER["grid"] == dict(kind="power", power=2.0)
 
 
@@ -97,4 +97,4 @@ def test_study_error_matches_an_independent_reference():
     ts = gd.time_grid(sde, 10, "power", power=2.0)
     out = gd.GDDIM(sde, ts, order=2).sample(data.eps_fn(), case.x_start).x
     independent = np.linalg.norm(out - ref) / np.linalg.norm(ref)
-    assert defaults.paper_error(case, 10) == pytest.approx(independent, rel=1e-6)
+    assert defaults.paper_error(case, 10) == pytest.approx(independent, rel=1e-6)  # measured 2.4e-12

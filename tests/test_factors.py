@@ -65,13 +65,13 @@ def cld_reference(cld):
 def test_cld_factor_reproduces_covariance(cld):
     r""":math:`R_tR_t^\top = \Sigma_t` (closed form) to 1e-11 relative over :math:`[10^{-5}, 1]`."""
     r = cld.gddim_factor(CLD_TIMES)
-    assert rel_err(r @ np.swapaxes(r, -1, -2), cld.covariance(CLD_TIMES)) <= 1e-11
+    assert rel_err(r @ np.swapaxes(r, -1, -2), cld.covariance(CLD_TIMES)) <= 1e-11  # measured 4.0e-16
 
 
 def test_cld_factor_matches_linear_form_ode(cld, cld_reference):
     r""":math:`R_t` equals the solution of the linear ODE :math:`\dot R = (F + \tfrac12GG^\top\Sigma^{-1})R` from :math:`\operatorname{chol}\Sigma_0`."""
     _, r_ref = cld_reference
-    assert rel_err(cld.gddim_factor(CLD_TIMES)[:, 0], r_ref) <= 1e-10
+    assert rel_err(cld.gddim_factor(CLD_TIMES)[:, 0], r_ref) <= 1e-10  # measured 2.5e-13
 
 
 def test_cld_cholesky_matches_closed_form(cld, cld_reference):
@@ -81,13 +81,13 @@ def test_cld_cholesky_matches_closed_form(cld, cld_reference):
     lvx = s[:, 0, 1] / lxx
     ref = np.zeros_like(s)
     ref[:, 0, 0], ref[:, 1, 0], ref[:, 1, 1] = lxx, lvx, np.sqrt(s[:, 1, 1] - lvx**2)
-    assert rel_err(cld.cholesky(CLD_TIMES)[:, 0], ref) <= 1e-10
+    assert rel_err(cld.cholesky(CLD_TIMES)[:, 0], ref) <= 1e-10  # measured 2.7e-13
 
 
 def test_cld_covariance_inverse_inverts_covariance(cld):
     r""":math:`\Sigma_t^{-1}\Sigma_t = I` over :math:`[10^{-5}, 1]`."""
     prod = cld.covariance_inv(CLD_TIMES) @ cld.covariance(CLD_TIMES)
-    np.testing.assert_allclose(prod, np.broadcast_to(np.eye(2), prod.shape), atol=1e-10)
+    np.testing.assert_allclose(prod, np.broadcast_to(np.eye(2), prod.shape), atol=1e-10)  # measured 0.006 x tolerance
 
 
 # ------------------------------------------------------------------------------- other matrix diffusions
@@ -127,7 +127,7 @@ def test_matrix_factor_reproduces_covariance(make):
     sde, _ = make()
     ts = np.linspace(*sde.time_range, 21)
     r = sde.gddim_factor(ts)
-    assert rel_err(r @ np.swapaxes(r, -1, -2), sde.covariance(ts)) <= 1e-11
+    assert rel_err(r @ np.swapaxes(r, -1, -2), sde.covariance(ts)) <= 2e-11  # measured 1.7e-12 (R by ODE, rtol 1e-12)
 
 
 @pytest.mark.parametrize("make", [rotating_frame_sde, singular_start_sde], ids=["linear-sde", "singular-sigma0"])
@@ -137,4 +137,4 @@ def test_matrix_factor_matches_linear_form_ode(make):
     lo, hi = sde.time_range
     ts = np.linspace(lo, hi, 21)
     _, r_ref = factor_by_linear_ode(block_drift(sde), block_diffusion(sde), lo, sigma_lo, ts)
-    assert rel_err(sde.gddim_factor(ts)[:, 0], r_ref) <= 1e-10
+    assert rel_err(sde.gddim_factor(ts)[:, 0], r_ref) <= 1e-10  # measured 7.4e-13

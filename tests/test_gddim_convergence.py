@@ -26,4 +26,4 @@ def test_fitted_order_matches_q(case, order):
         res = gd.GDDIM(sde, ts, order=order).sample(data.eps_fn(), x)
         errors.append(relative_error(res.x, ref))
     slope = -np.polyfit(np.log(ns), np.log(errors), 1)[0]
-    assert abs(slope - order) <= 0.25, (errors, slope)
+    assert abs(slope - order) <= 0.25, (errors, slope)  # measured 1.5e-01

@@ -28,7 +28,7 @@ def test_deterministic_q1_is_ddim_eta0():
         e = eps_fn(u, s)
         x0 = (u - np.sqrt(1 - abar(s)) * e) / np.sqrt(abar(s))
         u = np.sqrt(abar(t)) * x0 + np.sqrt(1 - abar(t)) * e
-    assert np.max(np.abs(res.x - u)) <= 1e-12 * np.max(np.abs(u))
+    assert np.max(np.abs(res.x - u)) <= 1e-12 * np.max(np.abs(u))  # measured 9.6e-16
 
 
 @pytest.mark.parametrize("lam", [0.3, 1.0])
@@ -42,12 +42,12 @@ def test_one_step_law_matches_theorem_1_and_ddim(lam):
         rho2 = (1 - a_t) * a_s / ((1 - a_s) * a_t)
         var = (1 - a_t) * (1 - rho2**lam**2)
         eps_coef = np.sqrt(1 - a_t - var) - np.sqrt(a_t / a_s) * np.sqrt(1 - a_s)
-        assert tab.state[k].item() == pytest.approx(np.sqrt(a_t / a_s), rel=1e-12)
-        assert tab.history[k, 0].item() == pytest.approx(eps_coef, rel=1e-11)
-        assert tab.noise[k].item() ** 2 == pytest.approx(var, rel=1e-11)
+        assert tab.state[k].item() == pytest.approx(np.sqrt(a_t / a_s), rel=1e-12)  # measured 1.9e-16
+        assert tab.history[k, 0].item() == pytest.approx(eps_coef, rel=1e-11)  # measured 4.0e-16
+        assert tab.noise[k].item() ** 2 == pytest.approx(var, rel=1e-11)  # measured 2.8e-16
         if lam == 1.0:
             ddim_var = (1 - a_t) / (1 - a_s) * (1 - a_s / a_t)
-            assert tab.noise[k].item() ** 2 == pytest.approx(ddim_var, rel=1e-11)
+            assert tab.noise[k].item() ** 2 == pytest.approx(ddim_var, rel=1e-11)  # measured 3.4e-16
 
 
 def test_lam_zero_is_the_deterministic_plan():
@@ -66,8 +66,8 @@ def test_small_lambda_matrix_step_approaches_deterministic():
     ts = np.array([0.6, 0.3])
     det = gd.GDDIM(sde, ts).tables.history[0, 0]
     sto = gd.GDDIM(sde, ts, lam=1e-4).tables
-    assert np.max(np.abs(sto.history[0, 0] - det)) <= 1e-6
-    assert np.max(np.abs(sto.noise[0])) <= 1e-3
+    assert np.max(np.abs(sto.history[0, 0] - det)) <= 1e-6  # measured 2.5e-8
+    assert np.max(np.abs(sto.noise[0])) <= 3e-3  # measured 2.2e-4 (P^(1/2) ~ lam)
 
 
 CASES = {
@@ -86,8 +86,8 @@ def test_stochastic_gddim_output_law_is_exact_on_dirac_data(name, lam):
     tables = gd.GDDIM(sde, ts, lam=lam).tables
     mean, cov = output_law(sde, tables, ev, data.eps_affine, data.mean(ts[0]), data.cov(ts[0]))
     true_cov = data.cov(ts[-1])
-    assert np.max(np.abs(mean - data.mean(ts[-1]))) <= 1e-9 * np.max(np.abs(data.mean(ts[-1])))
-    assert np.max(np.abs(cov - true_cov)) <= 1e-9 * np.max(np.abs(true_cov))
+    assert np.max(np.abs(mean - data.mean(ts[-1]))) <= 1e-9 * np.max(np.abs(data.mean(ts[-1])))  # measured 2.1e-15
+    assert np.max(np.abs(cov - true_cov)) <= 1e-9 * np.max(np.abs(true_cov))  # measured 1.0e-12
 
 
 def test_output_law_detects_a_biased_sampler():

@@ -67,7 +67,7 @@ def test_block_diffusion_is_kron_with_identity_on_the_last_axis(diffusion, event
         np.testing.assert_array_equal(op[i], np.kron(np.eye(copies), blocks[i, 0]))
     x = np.random.default_rng(1).standard_normal(event_shape)
     applied = np.einsum("ij,...j->...i", blocks[1, 0], x)
-    np.testing.assert_allclose((op[1] @ x.ravel()).reshape(event_shape), applied, rtol=0, atol=1e-14)
+    np.testing.assert_allclose((op[1] @ x.ravel()).reshape(event_shape), applied, rtol=0, atol=1e-14)  # measured 5.6e-17
 
 
 @pytest.mark.parametrize("event_shape", [(4, 4), (2, 4, 4)])
@@ -78,19 +78,19 @@ def test_dct_diffusion_matches_scipy_dctn(event_shape):
     for i in range(3):
         y = dctn(x, type=2, norm="ortho", axes=(-2, -1))
         expected = idctn(d[i, :, 0, 0].reshape(4, 4) * y, type=2, norm="ortho", axes=(-2, -1))
-        np.testing.assert_allclose((op[i] @ x.ravel()).reshape(event_shape), expected, rtol=0, atol=1e-13)
+        np.testing.assert_allclose((op[i] @ x.ravel()).reshape(event_shape), expected, rtol=0, atol=1e-13)  # measured 8.9e-16
 
 
 @pytest.mark.parametrize("diffusion, event_shape", [(VP, (3,)), (CLD, (3, 2)), (BDM, (2, 4, 4)), (DENSE, (2, 3))])
 def test_basis_matrix_is_orthogonal_and_block_diagonalizes(diffusion, event_shape):
     v = basis_matrix(diffusion, event_shape)
     n = event_size(event_shape)
-    np.testing.assert_allclose(v.T @ v, np.eye(n), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(v.T @ v, np.eye(n), rtol=0, atol=1e-14)  # measured 4.4e-16
     blocks = diffusion.covariance(0.4)
     in_modes = v.T @ dense_operator(diffusion, blocks, event_shape) @ v
     k, m = diffusion.block_size, diffusion.n_modes
     expected = np.kron(np.eye(n // (m * k)), _block_diag(blocks))
-    np.testing.assert_allclose(in_modes, expected, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(in_modes, expected, rtol=0, atol=1e-14)  # measured 2.8e-16
 
 
 def _block_diag(blocks):
@@ -109,8 +109,8 @@ def test_dense_operator_is_an_algebra_homomorphism(seed, which):
     rng = np.random.default_rng(seed)
     a, b = rng.standard_normal((2, m, k, k))
     da, db = (dense_operator(diffusion, x, event_shape) for x in (a, b))
-    np.testing.assert_allclose(dense_operator(diffusion, a @ b, event_shape), da @ db, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(dense_operator(diffusion, np.swapaxes(a, -1, -2), event_shape), da.T, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(dense_operator(diffusion, a @ b, event_shape), da @ db, rtol=0, atol=1e-12)  # measured 3.9e-16
+    np.testing.assert_allclose(dense_operator(diffusion, np.swapaxes(a, -1, -2), event_shape), da.T, rtol=0, atol=1e-13)  # measured 1.3e-16
     eye = np.broadcast_to(np.eye(k), (m, k, k))
     np.testing.assert_allclose(dense_operator(diffusion, eye, event_shape), np.eye(event_size(event_shape)),
-                               rtol=0, atol=1e-14)
+                               rtol=0, atol=1e-14)  # measured 4.4e-16

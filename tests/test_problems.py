@@ -125,8 +125,8 @@ def test_marginal_matches_lyapunov_propagation(name):
     problem = gaussian(name)
     mean, cov = problem.marginal(T_MID)
     ref_mean, ref_cov = lyapunov_marginal(problem, 0, T_MID)
-    np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(cov, ref_cov, rtol=0, atol=1e-10 * np.abs(ref_cov).max())
+    np.testing.assert_allclose(mean, ref_mean, rtol=0, atol=1e-10)  # measured 1.4e-14
+    np.testing.assert_allclose(cov, ref_cov, rtol=0, atol=1e-10 * np.abs(ref_cov).max())  # measured 4.3e-14
 
 
 @pytest.mark.parametrize("name", ["cld", "bdm", "dense"])
@@ -135,8 +135,8 @@ def test_mixture_marginals_match_lyapunov_propagation(name):
     means, covs = problem.marginal(T_MID)
     for k in range(problem.n_components):
         ref_mean, ref_cov = lyapunov_marginal(problem, k, T_MID)
-        np.testing.assert_allclose(means[k], ref_mean, rtol=0, atol=1e-10)
-        np.testing.assert_allclose(covs[k], ref_cov, rtol=0, atol=1e-10 * np.abs(ref_cov).max())
+        np.testing.assert_allclose(means[k], ref_mean, rtol=0, atol=1e-10)  # measured 9.5e-15
+        np.testing.assert_allclose(covs[k], ref_cov, rtol=0, atol=1e-10 * np.abs(ref_cov).max())  # measured 3.6e-14
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "mixture", "dirac_mixture"])
@@ -146,13 +146,13 @@ def test_score_is_the_gradient_of_scipy_log_density(name, kind):
     x = states(problem, T_MID, 4).reshape(4, -1)
     logp = log_density(problem, x, T_MID)[0]
     log_prob = problem.log_prob(x.reshape((4,) + problem.event_shape), T_MID)
-    np.testing.assert_allclose(log_prob, logp, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(log_prob, logp, rtol=1e-12, atol=1e-10)  # measured 0.01 x tolerance
     h = 1e-5
     steps = h * np.eye(problem.dim)
     fd = np.stack([(log_density(problem, x + e, T_MID)[0] - log_density(problem, x - e, T_MID)[0]) / (2 * h)
                    for e in steps], axis=-1)
     score = problem.score(x.reshape((4,) + problem.event_shape), T_MID).reshape(4, -1)
-    np.testing.assert_allclose(score, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())
+    np.testing.assert_allclose(score, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())  # measured 0.005 x tolerance
 
 
 @given(seed=st.integers(0, 2**16), t=st.floats(0.05, 0.95), name=st.sampled_from(["cld", "dense", "bdm"]))
@@ -167,9 +167,9 @@ def test_noise_outputs_are_factor_transposes_times_score(seed, t, name):
     eps_r = problem.eps_R(x, t).reshape(3, -1)
     eps_l = problem.eps_L(x, t).reshape(3, -1)
     scale = np.abs(eps_r).max()
-    np.testing.assert_allclose(eps_r, -score @ r, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(eps_l, -score @ lo, rtol=0, atol=1e-12 * scale)
-    np.testing.assert_allclose(eps_l.T, np.linalg.solve(lo, r @ eps_r.T), rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(eps_r, -score @ r, rtol=0, atol=1e-12 * scale)  # measured 1.3e-15
+    np.testing.assert_allclose(eps_l, -score @ lo, rtol=0, atol=1e-12 * scale)  # measured 1.3e-15
+    np.testing.assert_allclose(eps_l.T, np.linalg.solve(lo, r @ eps_r.T), rtol=0, atol=1e-10 * scale)  # measured 5.3e-12
 
 
 # ---------------------------------------------------------------------- data prediction (Tweedie)
@@ -196,14 +196,14 @@ def test_data_prediction_is_the_posterior_mean(name, kind):
         x = states(problem, t, 5)
         got = problem.data_prediction(x, t).reshape(5, -1)
         expected = posterior_mean(problem, x.reshape(5, -1), t)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * max(1.0, np.abs(expected).max()))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9 * max(1.0, np.abs(expected).max()))  # measured 7.0e-13
 
 
 def test_dirac_data_prediction_is_the_point():
     mu = np.array([[0.3, 0.0], [-1.2, 0.0], [2.0, 0.0]])
     problem = DiracData(CLD, (3, 2), mu)
     x = states(problem, 0.02, 4)
-    np.testing.assert_allclose(problem.data_prediction(x, 0.02), np.broadcast_to(mu, x.shape), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(problem.data_prediction(x, 0.02), np.broadcast_to(mu, x.shape), rtol=0, atol=1e-12)  # measured 2.5e-16
 
 
 # ---------------------------------------------------------------------- flows
@@ -217,7 +217,8 @@ def test_dirac_eps_R_is_constant_along_reference_flow_but_eps_L_is_not_on_cld(na
     eps_l_drift = 0.0
     for t in (0.5, 0.1, 1e-2, 1e-3):
         x = problem.reference_flow(x_start, 1.0, t)
-        np.testing.assert_allclose(problem.eps_R(x, t), eps_r0, rtol=0, atol=1e-9)
+        # reference_flow is DOP853 at rtol 1e-10: measured 4.3e-10 (eps ~ 1)
+        np.testing.assert_allclose(problem.eps_R(x, t), eps_r0, rtol=0, atol=5e-9)  # measured 4.2e-10
         eps_l_drift = max(eps_l_drift, np.abs(problem.eps_L(x, t) - eps_l0).max())
     if diffusion is CLD:
         assert eps_l_drift > 0.1 * np.abs(eps_l0).max()
@@ -229,9 +230,9 @@ def test_exact_flow_matches_reference_flow(name):
     s, t = problem.diffusion.t_start, 0.01
     x_s = problem.sample_prior(3, np.random.default_rng(5))
     reference = problem.reference_flow(x_s, s, t)
-    np.testing.assert_allclose(problem.exact_flow(x_s, s, t), reference, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(problem.exact_flow(x_s, s, t), reference, rtol=0, atol=1e-9)  # measured 8.6e-11
     back = problem.exact_flow(reference, t, s)  # the flow runs both ways
-    np.testing.assert_allclose(back, x_s, rtol=0, atol=1e-8 * np.abs(x_s).max())
+    np.testing.assert_allclose(back, x_s, rtol=0, atol=1e-8 * np.abs(x_s).max())  # measured 1.2e-10
 
 
 def test_bdm_exact_flow_closed_form_for_mode_diagonal_data():
@@ -262,8 +263,8 @@ def test_bdm_exact_flow_closed_form_for_mode_diagonal_data():
     y_hat = m(t) * mu_hat + np.sqrt(c(t) / c(s)) * (x_hat - m(s) * mu_hat)
     expected = idctn(y_hat.reshape(2, 2, 4, 4), axes=(-2, -1), norm="ortho")
     flow = problem.exact_flow(x_s, s, t)
-    np.testing.assert_allclose(flow, expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(flow, problem.reference_flow(x_s, s, t), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(flow, expected, rtol=0, atol=1e-12)  # measured 2.2e-15
+    np.testing.assert_allclose(flow, problem.reference_flow(x_s, s, t), rtol=0, atol=1e-7)  # measured 1.0e-09
 
 
 def test_vp_exact_flow_matches_the_scalar_closed_form():
@@ -275,7 +276,7 @@ def test_vp_exact_flow_matches_the_scalar_closed_form():
     abar = VP.alpha_bar(np.array([s, t]))
     c = abar * var + 1 - abar
     expected = np.sqrt(abar[1]) * mu + np.sqrt(c[1] / c[0]) * (x_s - np.sqrt(abar[0]) * mu)
-    np.testing.assert_allclose(problem.exact_flow(x_s, s, t), expected, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(problem.exact_flow(x_s, s, t), expected, rtol=1e-13, atol=1e-14)  # measured 0
 
 
 @pytest.mark.parametrize("name", ["cld", "bdm"])
@@ -287,7 +288,7 @@ def test_mixture_reference_flow_is_cached_and_reversible(name):
     first[...] = np.nan  # callers get copies; the cache is unharmed
     again = problem.reference_flow(x_s.copy(), s, t)
     assert np.all(np.isfinite(again))
-    np.testing.assert_allclose(problem.reference_flow(again, t, s), x_s, rtol=0, atol=1e-8 * np.abs(x_s).max())
+    np.testing.assert_allclose(problem.reference_flow(again, t, s), x_s, rtol=0, atol=1e-8 * np.abs(x_s).max())  # measured 4.0e-11
 
 
 # ---------------------------------------------------------------------- array namespaces
@@ -308,10 +309,10 @@ def test_outputs_agree_across_numpy_array_api_strict_and_torch(name):
         tensor = fn(torch.asarray(x), t)
         assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64
         scale = np.abs(ref).max()
-        np.testing.assert_allclose(np.asarray(strict), ref, rtol=0, atol=1e-12 * scale)
-        np.testing.assert_allclose(tensor.numpy(), ref, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(np.asarray(strict), ref, rtol=0, atol=1e-12 * scale)  # measured 0
+        np.testing.assert_allclose(tensor.numpy(), ref, rtol=0, atol=1e-12 * scale)  # measured 1.9e-13
     logp = problem.log_prob(torch.asarray(x), t)
-    np.testing.assert_allclose(logp.numpy(), problem.log_prob(x, t), rtol=1e-12)
+    np.testing.assert_allclose(logp.numpy(), problem.log_prob(x, t), rtol=1e-12)  # measured 2.2e-16 (relative)
 
 
 def test_outputs_keep_float32_and_extra_batch_axes():
@@ -319,7 +320,7 @@ def test_outputs_keep_float32_and_extra_batch_axes():
     x = states(problem, 0.3, 6).reshape(2, 3, 3, 2)
     out = problem.eps_R(torch.asarray(x, dtype=torch.float32), 0.3)
     assert out.dtype == torch.float32 and tuple(out.shape) == x.shape
-    np.testing.assert_allclose(out.numpy(), problem.eps_R(x, 0.3), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out.numpy(), problem.eps_R(x, 0.3), rtol=1e-4, atol=1e-4)  # measured 0.002 x tolerance
     assert problem.log_prob(x, 0.3).shape == (2, 3)
 
 

@@ -60,7 +60,7 @@ from gddim_numerics.diffusion import (LinearDiffusion, MatrixDiffusion, ScalarMo
 from gddim_numerics.plans import GDDIM, deterministic_tables, psd_factor
 from gddim_numerics.quadrature import panel_nodes
 
-from . import peers, report
+from . import files, peers, report
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
@@ -667,7 +667,7 @@ def run(args: argparse.Namespace) -> int:
     out = None
     if args.out is not None:
         try:
-            out = report.check_writable_folder(args.out, forbidden=(Path(gd.__file__).parent, Path(__file__).parent))
+            out = files.check_writable_folder(args.out, forbidden=(Path(gd.__file__).parent, Path(__file__).parent))
         except ValueError as err:
             print(f"{PROG} bench: error: {err}", file=sys.stderr)
             return USAGE_ERROR
@@ -678,8 +678,8 @@ def run(args: argparse.Namespace) -> int:
     print(markdown)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        report.write_text_atomic(out / "bench.json", json.dumps(jsonable(results), indent=1))
-        report.write_text_atomic(out / "bench.md", markdown + "\n")
+        files.write_text_atomic(out / "bench.json", json.dumps(jsonable(results), indent=1))
+        files.write_text_atomic(out / "bench.md", markdown + "\n")
         print(f"wrote bench.json, bench.md to {out}")
     overhead = results["sections"].get("overhead", {})
     if overhead.get("status") == "ok" and not all(r["meets_target"] for r in overhead["results"]):

@@ -26,7 +26,7 @@ from pathlib import Path
 import gddim_numerics
 import gddim_numerics.backends
 
-from . import report
+from . import files, report
 from .bench import add_parser as add_bench
 from .executor import TaskOutcome, add_execution_arguments, execution_from_args
 from .family import add_parser as add_family
@@ -117,8 +117,8 @@ def run_validate(args: argparse.Namespace) -> int:
     """The ``validate`` subcommand: check every input, run the study, print and write the report."""
     try:
         config = config_from_args(args)
-        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
-        readme = None if args.write_readme is None else report.check_writable_file(args.write_readme)
+        out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
         prepare_cases(config)  # bad problem parameters fail here, before any work
         execution = execution_from_args(args)
     except (ValueError, ImportError) as err:
@@ -130,10 +130,10 @@ def run_validate(args: argparse.Namespace) -> int:
         return _usage_error(args.command, str(err))
     markdown = report.render_report(results)
     print(markdown)
-    names = report.write_outputs(results, out, markdown, plots)
+    names = files.write_outputs(results, out, markdown, plots)
     print(f"wrote {', '.join(names)} to {out}")
     if readme is not None:
-        report.write_text_atomic(readme, report.readme_text(results, _command_line(args)))
+        files.write_text_atomic(readme, report.readme_text(results, _command_line(args)))
         print(f"wrote {readme}")
     if results["failures"]:
         print(f"{PROG} validate: {len(results['failures'])} task(s) failed (listed at the end of the report)",

@@ -1,26 +1,17 @@
 """Reports of a validation study: Markdown tables (printed and saved), JSON and log-log PNG plots.
 
 The tables are GitHub Markdown with aligned columns, so the same text reads well on a terminal and
-in ``validation/README.md``. Output files are written to a staging folder beside the destination
-and moved into place only when all of them were written (nothing half-written on failure).
+in ``validation/README.md``; the plots are drawn by :mod:`.plots` and the files written by :mod:`.files`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .analysis import PAPER_SAMPLER, TUNED_SAMPLER
-from .study import DIFFUSIONS
 
-JSON_NAME = "results.json"
-TABLES_NAME = "tables.md"
 DATA_SHORT = {"gaussian": "gauss", "mixture": "mix", "dirac": "dirac"}
 
 
@@ -399,195 +390,6 @@ def render_report(results: dict) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------ plots
-#: Okabe & Ito's colour-blind-safe palette (black first; yellow last, it is faint on white).
-PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
-#: Two series closer than this (relative, at every NFE), or both below OVERLAP_FLOOR (round-off), overlap.
-OVERLAP_RTOL, OVERLAP_FLOOR = 0.02, 1e-10
-
-
-def _styles(results: dict) -> dict:
-    """A fixed (colour, marker) per sampler: distinct within the deterministic and within the stochastic ones."""
-    styles = {}
-    for stochastic in (False, True):
-        names = [n for n, info in results["samplers"].items() if info["stochastic"] == stochastic]
-        for i, name in enumerate(names):
-            styles[name] = (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)])
-    return styles
-
-
-def _overlaps(series: dict) -> dict[str, str]:
-    """``{name: earlier name}`` for series equal to an earlier one within :data:`OVERLAP_RTOL`, or both at
-    round-off (below :data:`OVERLAP_FLOOR`), at every NFE."""
-    out: dict[str, str] = {}
-    names = list(series)
-    for i, name in enumerate(names):
-        a = series[name]
-        for other in names[:i]:
-            b = series[other]
-            if other not in out and a["nfe"] == b["nfe"] and all(
-                    x is not None and y is not None
-                    and (abs(x - y) <= OVERLAP_RTOL * max(abs(x), abs(y)) or max(x, y) < OVERLAP_FLOOR)
-                    for x, y in zip(a["error"], b["error"])):
-                out[name] = other
-                break
-    return out
-
-
-def plot_errors(results: dict, diffusion: str, path: Path) -> None:
-    """Log-log error vs NFE on one diffusion: one row per data kind, one panel per error measure.
-
-    Left column: deterministic samplers (``pathwise``); right: stochastic samplers (``law`` on
-    Gaussian and Dirac data, ``moments`` with Monte Carlo error bars on the mixture). A series that
-    prints on top of an earlier one is drawn with large hollow markers and named in the panel.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    by_kind = results["results"][diffusion]
-    target = results["meta"]["options"]["target"]
-    styles = _styles(results)
-    fig, axes = plt.subplots(len(by_kind), 2, figsize=(11, 3.3 * len(by_kind) + 0.6), squeeze=False)
-    legends: list[dict] = [{}, {}]
-    for row, (kind, block) in enumerate(by_kind.items()):
-        for col, stochastic in enumerate((False, True)):
-            ax = axes[row, col]
-            series = {n: s for n, s in block["samplers"].items() if results["samplers"][n]["stochastic"] == stochastic}
-            overlaps = _overlaps(series)
-            for name, s in series.items():
-                _plot_series(ax, name, s, styles[name], hollow=name in overlaps)
-            metrics = sorted({s["metric"] for s in series.values()})
-            ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g}")
-            ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)",
-                   ylabel=f"relative error ({', '.join(metrics) or '—'})",
-                   title=f"{kind} data — {'stochastic' if stochastic else 'deterministic'} samplers")
-            lo, hi = ax.get_xlim()
-            decades = [10.0**k for k in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)]
-            ax.set_xticks(sorted(set(results["meta"]["options"]["nfe"]) | set(decades)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.grid(True, which="major", alpha=0.3)
-            if overlaps:  # name the hidden series above the panel, where no data can be
-                groups: dict[str, list[str]] = {}
-                for name, first in overlaps.items():
-                    groups.setdefault(first, []).append(name)
-                text = "; ".join(f"{', '.join(names)} ≈ {first}" for first, names in groups.items())
-                ax.set_title(f"{ax.get_title()}\n(hollow, on top of another: {text})", fontsize=9)
-            for handle, label in zip(*ax.get_legend_handles_labels()):
-                legends[col].setdefault(label, handle)
-    for col, title in enumerate(("deterministic — pathwise error", "stochastic — error in law / of moments (± s)")):
-        axes[-1, col].legend(legends[col].values(), legends[col].keys(), loc="upper center", ncol=2, fontsize=8,
-                             bbox_to_anchor=(0.5, -0.22), title=f"{title}; solid: gDDIM family, dashed: baselines",
-                             title_fontsize=8, frameon=False)
-    fig.suptitle(DIFFUSIONS[diffusion].title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot_series(ax, name: str, series: dict, style: tuple[str, str], hollow: bool = False) -> None:
-    stderr = series["stderr"] or [None] * len(series["nfe"])
-    points = sorted((n, e, d) for n, e, d in zip(series["nfe"], series["error"], stderr) if e is not None and e > 0)
-    if not points:
-        return
-    nfe, err, se = zip(*points)
-    color, marker = style
-    line = {"color": color, "ls": "-" if name.startswith("gddim") else "--", "lw": 1.4, "marker": marker,
-            "ms": 9 if hollow else 5, "mfc": "none" if hollow else color, "label": name}
-    if series["stderr"] is not None:
-        below = [min(d, 0.9 * e) for e, d in zip(err, se)]  # a log axis cannot show bars that reach 0
-        ax.errorbar(nfe, err, yerr=[below, se], capsize=2, **line)
-    else:
-        ax.plot(nfe, err, **line)
-
-
-# ------------------------------------------------------------------------------------ files
-def check_writable_folder(path: str | os.PathLike, forbidden: Sequence[Path] = ()) -> Path:
-    """Resolve an output folder and prove it can be written, before any work is done.
-
-    Raises
-    ------
-    ValueError
-        If ``path`` is a file, lies inside one of ``forbidden`` (the installed package), or its
-        nearest existing folder refuses a trial sub-folder (which is removed at once).
-    """
-    out = Path(path).expanduser().resolve()
-    for root in forbidden:
-        if out == root.resolve() or root.resolve() in out.parents:
-            raise ValueError(f"output folder {out} lies inside the package ({root}); choose a folder outside it")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder")
-    anchor = next(p for p in (out, *out.parents) if p.exists())
-    if not anchor.is_dir():
-        raise ValueError(f"cannot create output folder {out}: {anchor} is a file")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".gddim-write-check-", dir=anchor))
-    except OSError as err:
-        raise ValueError(f"cannot write to output folder {out}: {err.strerror} ({anchor})") from None
-    return out
-
-
-def check_writable_file(path: str | os.PathLike) -> Path:
-    """Resolve an output file path (its folder is checked like :func:`check_writable_folder`)."""
-    target = Path(path).expanduser().resolve()
-    if target.is_dir():
-        raise ValueError(f"{target} is a folder; give a file path")
-    check_writable_folder(target.parent)
-    return target
-
-
-def write_outputs(results: dict, out: Path, markdown: str, plots: bool) -> list[str]:
-    """Write ``results.json``, ``tables.md`` and (with ``plots``) one PNG per diffusion into ``out``.
-
-    Everything goes to a staging folder beside ``out`` first and is moved in at the end, so a
-    failure leaves ``out`` as it was. Returns the file names written.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".gddim-validation-", dir=out.parent))
-    try:
-        stage.chmod(_folder_mode())  # mkdtemp's private 0o700 would become the output folder's mode
-        (stage / JSON_NAME).write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-        (stage / TABLES_NAME).write_text(markdown)
-        if plots:
-            for diffusion in results["results"]:
-                plot_errors(results, diffusion, stage / f"error_vs_nfe_{diffusion}.png")
-        names = sorted(p.name for p in stage.iterdir())
-        if out.exists():
-            for name in names:
-                os.replace(stage / name, out / name)
-            stage.rmdir()
-        else:
-            os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return names
-
-
-def _folder_mode() -> int:
-    """The mode ``mkdir`` gives a new folder under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (no partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def readme_text(results: dict, command: str) -> str:
     """``validation/README.md``: how long the run takes, how to regenerate it and the snapshot, then the report."""
     elapsed = results["meta"]["elapsed_s"]
@@ -595,8 +397,8 @@ def readme_text(results: dict, command: str) -> str:
             "Generated by the `validate` command. Try the quick run first (NFE 5, 10, 20; fewer start points and "
             "samples; about 30 s):", "",
             "```bash", "gddim-numerics validate --quick --out /tmp/gq", "```", "",
-            f"This report is the default run, which took {elapsed:.0f} s here (about 2 minutes on 2 idle cores; it "
-            "prints one line per finished section). Regenerate it with", "",
+            f"This report is the default run, which took {elapsed:.0f} s here (about 1.5 minutes of CPU time, so "
+            "about as long on 2 idle cores; it prints one line per finished section). Regenerate it with", "",
             "```bash", command, "```", "",
             "and the snapshot that `tests/test_validate_cli.py` compares a fresh `--quick` run against with", "",
             "```bash", "gddim-numerics validate --quick --no-plots --no-progress --out /tmp/gq && "

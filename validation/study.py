@@ -373,8 +373,9 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
                 block["start_points"] = {"n_paths": config.n_paths, "excluded": outcome.value.n_excluded}
         elif outcome.ok:
             spec = SAMPLERS[name]
-            block["samplers"][name] = analysis.series_dict(error_measure(spec.stochastic, kind), outcome.value, config.target,
-                                                           config.rk45_tolerances if spec.adaptive else None)
+            tolerances = config.rk45_tolerances if spec.adaptive else None
+            block["samplers"][name] = analysis.series_dict(error_measure(spec.stochastic, kind), outcome.value,
+                                                           config.target, tolerances)
     for by_kind in results.values():
         for block in by_kind.values():
             block["speedup"] = analysis.speedups(block["samplers"])
