@@ -384,13 +384,13 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, TaskOutcome], None] 
 
 def run_command(args) -> int:
     """The ``family`` subcommand: check the options, run, write ``family.json`` and ``family.md`` to ``--out``."""
-    from . import report
+    from . import files
     from .cli import PACKAGE_DIRS, PROG
     from .family_report import render_report, summarize
 
     try:
         config = config_from_args(args)
-        out = report.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
+        out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
         execution = execution_from_args(args)
     except (ValueError, ImportError) as err:
         print(f"{PROG} family: error: {err}", file=sys.stderr)
@@ -403,7 +403,7 @@ def run_command(args) -> int:
     summary = summarize(results)
     markdown = render_report(results, summary)
     print(markdown)
-    report.write_text_atomic(out / "family.json", json.dumps({**results, "summary": summary}, indent=1))
-    report.write_text_atomic(out / "family.md", markdown)
+    files.write_text_atomic(out / "family.json", json.dumps({**results, "summary": summary}, indent=1))
+    files.write_text_atomic(out / "family.md", markdown)
     print(f"wrote family.json, family.md to {out}")
     return 0
