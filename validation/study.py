@@ -298,9 +298,10 @@ def _diffusion(name: str) -> gd.LinearDiffusion:
     return DIFFUSIONS[name].make()
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=len(DIFFUSIONS) * len(DATA_KINDS))
 def _case(name: str, kind: str, seed: int, data_std: float) -> Case:
-    """The problem of a task, kept for the next task on the same problem (it shares the problem's table cache)."""
+    """The problem of a task, kept for the next tasks on the same problem (it shares the problem's table cache);
+    every problem is kept: a Dask worker runs the problems' tasks interleaved."""
     diffusion = _diffusion(name)
     return Case(name, diffusion, make_problems(name, diffusion, (kind,), seed, data_std))
 
