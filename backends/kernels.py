@@ -160,6 +160,8 @@ class TorchKernels(_BufferedKernels):
     def add_matmul(self, acc: Any, a: Any, b: Any) -> Any:
         if acc.ndim == 2:
             return acc.addmm_(a, b)
+        if acc.ndim > 3:  # per-mode blocks over (B, M, Q, k): broadcasting product, then one add
+            return acc.add_(self.torch.matmul(a, b))
         batch = acc.shape[0]
         return acc.baddbmm_(a.expand(batch, *a.shape[-2:]), b.expand(batch, *b.shape[-2:]))
 

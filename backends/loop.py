@@ -1,4 +1,4 @@
-r"""The one sampler loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
+r"""The table loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
 
 Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates ``u``:
 
@@ -17,7 +17,7 @@ without a further evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,10 +26,8 @@ from gddim_numerics.diffusion import LinearDiffusion
 from gddim_numerics.result import SampleResult, StepInfo
 from gddim_numerics.tables import StepTables
 
-from .kernels import kernels_for
-from .namespace import check_like, device_of, namespace_of, working_dtype
-from .noise import noise_source
-from .operators import operator_for
+from .namespace import device_of
+from .run import ArrayRun, check_output, progress_bar
 
 
 def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable, x: Any, *, rng: Any = None,
@@ -98,26 +96,21 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     converted network outputs) are recycled; an array handed to ``eps_fn`` or the caller is never
     written to afterwards.
     """
-    check_call(eps_fn, on_nonfinite)
-    xp = namespace_of(x, "x")
-    out_dtype = x.dtype
-    work = working_dtype(xp, out_dtype, "x")
-    dev = device_of(x)
-    shape = tuple(x.shape)
-    kern = kernels_for(xp, work, dev)
-    op = operator_for(diffusion, kern, shape, block_axis)
+    run = ArrayRun(diffusion, eps_fn, x, block_axis=block_axis, check_finite=check_finite, on_nonfinite=on_nonfinite,
+                   stochastic=tables.stochastic, rng=rng, noise=noise)
+    xp, work, out_dtype, dev, shape, kern, op = (run.xp, run.work_dtype, run.out_dtype, run.device, run.shape,
+                                                 run.kern, run.op)
+
     if op.transforms:
         def to_modes(v: Any) -> Any:
             return op.to_modes(v, kern.buffer(shape))
     else:
         def to_modes(v: Any) -> Any:
             return v
+
     if op.transforms or work != out_dtype:
-        def to_caller(u: Any) -> Any:
-            v = op.from_modes(u)
-            return v if v.dtype == out_dtype else xp.astype(v, out_dtype)
-        # the loop's own state is never handed out: recycle it
-        recycle = kern.release
+        to_caller = run.to_caller
+        recycle = kern.release  # the loop's own state is never handed out: recycle it
     else:
         def to_caller(u: Any) -> Any:
             return u
@@ -157,12 +150,10 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
     if tables.stochastic:
         noise_tab = op.prepare(tables.noise)
         noisy = np.any(tables.noise != 0.0, axis=(1, 2, 3)).tolist()
-        draw = noise_source(xp, x, work, rng=rng, noise=noise)
+        draw = run.noise
 
-    xw = x if work == out_dtype else xp.astype(x, work)
-    u = to_modes(xw)
+    u = run.start
     hist: dict[int, tuple[Any, bool]] = {}  # step -> (h, owned by the loop)
-    sums = []
     trajectory = [x] if return_trajectory else None
     x_type = type(x)
     for k in progress_bar(range(n), progress):
@@ -172,7 +163,7 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
         check_output(xp, x, y, f"step {k} (t={t:g})", fast=type(y) is x_type and y.dtype == work and device_of(y) == dev)
         yw = y if y.dtype == work else xp.astype(y, work)
         if check_finite:
-            sums.append(xp.sum(yw))
+            run.sums.append(xp.sum(yw))
         y_m = to_modes(yw)
         y_owned = y_m is not y
 
@@ -228,48 +219,8 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
         if return_trajectory:
             trajectory.append(to_caller(u))
 
-    result = SampleResult(x=to_caller(u), ts=np.asarray(tables.ts), nfe=n, trajectory=trajectory)
-    if check_finite:
-        report_nonfinite(xp, sums, ts, result, on_nonfinite)
-    return result
-
-
-def check_call(eps_fn, on_nonfinite: str) -> None:
-    """Validate the arguments every sampler loop shares: the network and the non-finite policy."""
-    if on_nonfinite not in ("raise", "return"):
-        raise ValueError(f"on_nonfinite must be 'raise' or 'return'; got {on_nonfinite!r}")
-    if not callable(eps_fn):
-        raise TypeError(f"eps_fn must be a callable eps_fn(x, t) -> array; got {type(eps_fn).__name__}")
-
-
-def check_output(xp, x, y, where: str, fast: bool = False) -> None:
-    """Check a network output ``y`` against the state ``x``: library, device, dtype kind and shape.
-
-    ``fast`` skips the library/device check when the caller already knows they match (no host work).
-    """
-    if not fast:
-        check_like(xp, x, y, "eps_fn", "x")
-    if tuple(y.shape) != tuple(x.shape):
-        raise ValueError(f"eps_fn returned shape {tuple(y.shape)} at {where}; expected the state's shape {tuple(x.shape)}")
-
-
-def report_nonfinite(xp, sums: list, times, result: SampleResult, on_nonfinite: str, unit: str = "step") -> None:
-    """Check the per-evaluation sums of the network outputs once, after the loop (one host read).
-
-    The first non-finite sum names the ``unit`` index and its time; raise a ``FloatingPointError`` or
-    mark ``result`` as failed (``on_nonfinite="return"``).
-    """
-    if not sums:
-        return
-    finite = xp.isfinite(xp.stack(sums))
-    if bool(xp.all(finite)):
-        return
-    bad = int(xp.argmax(xp.astype(xp.logical_not(finite), xp.int8)))
-    msg = (f"eps_fn returned NaN or Inf at {unit} {bad} (t={float(times[bad]):.6g}); the states after it are not "
-           "meaningful. Check the network's input scaling and dtype at that time.")
-    if on_nonfinite == "raise":
-        raise FloatingPointError(msg)
-    result.success, result.status, result.message = False, -1, msg
+    run.nfe, run.times = n, ts
+    return run.result(u, tables.ts, trajectory, unit="step")
 
 
 def _or_identity(table: np.ndarray | None, like: np.ndarray) -> np.ndarray:
@@ -277,13 +228,3 @@ def _or_identity(table: np.ndarray | None, like: np.ndarray) -> np.ndarray:
     if table is not None:
         return table
     return np.broadcast_to(np.eye(like.shape[-1]), like.shape)
-
-
-def progress_bar(steps: range, enabled: bool) -> Iterable[int]:
-    if not enabled:
-        return steps
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as exc:  # pragma: no cover - tqdm is an optional extra
-        raise ImportError("progress=True needs tqdm: pip install 'gddim-numerics[progress]'") from exc
-    return tqdm(steps, total=len(steps), desc="sampling", unit="step")

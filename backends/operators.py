@@ -1,6 +1,6 @@
 r"""Structured application of per-mode ``(M, k, k)`` coefficients to the caller's arrays.
 
-Three layouts cover every diffusion (DESIGN.md, "a linear diffusion is a batch of small systems");
+Four layouts cover every diffusion (DESIGN.md, "a linear diffusion is a batch of small systems");
 the state is ``(B, *event_shape)``:
 
 * :class:`ScalarModes` (``M = k = 1``: VP, VE): coefficients are Python floats, any state shape;
@@ -11,7 +11,12 @@ the state is ``(B, *event_shape)``:
   ``(k, k)`` coefficient array on the state's device, whatever ``k``;
 * :class:`DCTModes` (``k = 1``, ``M = H W``: BDM): coefficients are ``(H, W)`` arrays acting on
   :math:`y = D_H x D_W^\top` over the last two axes (orthonormal DCT-II matrices ``D``); the loop
-  keeps the state in these coordinates.
+  keeps the state in these coordinates;
+* :class:`ModeBlocks` (any ``M``, ``k``): the identity basis with the modes on the first event axis
+  (e.g. a per-channel VP), or a user :class:`~gddim_numerics.bases.OrthogonalBasis`.
+
+The basis picks the operator (:func:`operator_for`), so a new diffusion in one of these bases, with
+any mode count and block size, needs no backend change.
 
 Each operator turns a whole host table ``(N, M, k, k)`` into its array-side form once
 (:meth:`ScalarModes.prepare`) and forms a step's linear combination :math:`\sum_i c_i v_i`
@@ -170,6 +175,68 @@ class DCTModes(ScalarModes):
         return kern.matmul(tmp, self._dw, out)
 
 
+class ModeBlocks(ScalarModes):
+    r"""``M`` modes of ``k x k`` blocks: identity basis (modes on the first event axis) or an orthogonal ``V``.
+
+    The mode coordinates are viewed as ``(B, M, Q, k)``: in the identity basis the state itself
+    (``Q`` copies of each mode's block, block axis last); with an
+    :class:`~gddim_numerics.bases.OrthogonalBasis` the coordinates :math:`y = V^\top x` of the
+    flattened event (``Q = 1``, ``D = M k``). A step's per-mode blocks ``(M, k, k)`` act as one
+    batched matrix product on that view.
+
+    Raises
+    ------
+    ValueError
+        If the state's shape does not carry ``M`` modes in this layout.
+    """
+
+    def __init__(self, kernels: StandardKernels, shape: tuple[int, ...], m: int, k: int,
+                 matrix: np.ndarray | None = None):
+        super().__init__(kernels, shape)
+        if len(self.shape) < 2:
+            raise ValueError(f"x must have a batch axis and event axes; got shape {self.shape}")
+        batch, event = self.shape[0], self.shape[1:]
+        if matrix is None:
+            if event[0] != m or (k > 1 and (len(event) < 2 or event[-1] != k)):
+                raise ValueError(f"x must have shape (B, {m}, ...{', ' + str(k) if k > 1 else ''}): the first event "
+                                 f"axis holds the diffusion's M = {m} modes{' and the last its k = ' + str(k) + ' block' if k > 1 else ''}; "
+                                 f"got shape {self.shape}")
+            self._view = (batch, m, prod(event[1:]) // k, k)
+        else:
+            d = matrix.shape[0]
+            if prod(event) != d:
+                raise ValueError(f"x must hold D = {d} numbers per sample (the diffusion's orthogonal basis is "
+                                 f"{d} x {d}); got shape {self.shape}")
+            self.transforms = True
+            self._flat = (batch, d)
+            self._view = (batch, m, 1, k)
+            self._v = kernels.asarray(np.ascontiguousarray(matrix))
+            self._v_t = kernels.asarray(np.ascontiguousarray(matrix.T))
+
+    def prepare(self, table: np.ndarray) -> list:
+        return _steps(self.kernels.asarray(np.ascontiguousarray(np.swapaxes(table, -1, -2))))
+
+    def combine(self, terms: list[tuple[Any, Any]], out: Any = None) -> Any:
+        xp, kern = self.kernels.xp, self.kernels
+        view = None if out is None else xp.reshape(out, self._view)
+        (c, v), *rest = terms
+        acc = kern.matmul(xp.reshape(v, self._view), c, view)
+        for c, v in rest:
+            acc = kern.add_matmul(acc, xp.reshape(v, self._view), c)
+        return xp.reshape(acc, self.shape)
+
+    def _rotate(self, x: Any, matrix: Any, out: Any) -> Any:
+        xp = self.kernels.xp
+        flat = None if out is None else xp.reshape(out, self._flat)
+        return xp.reshape(self.kernels.matmul(xp.reshape(x, self._flat), matrix, flat), self.shape)
+
+    def to_modes(self, x: Any, out: Any = None) -> Any:
+        return self._rotate(x, self._v, out) if self.transforms else x
+
+    def from_modes(self, u: Any, out: Any = None) -> Any:
+        return self._rotate(u, self._v_t, out) if self.transforms else u
+
+
 def _steps(table: Any) -> list:
     """The per-step views ``table[k, ...]`` of a device table (made once, indexed by a list per step)."""
     return [table[k, ...] for k in range(table.shape[0])]
@@ -198,10 +265,25 @@ def operator_for(diffusion: LinearDiffusion, kernels: StandardKernels, shape: tu
     m, k = diffusion.shape
     if len(shape) < 1:
         raise ValueError("x must have a leading batch axis, shape (B, *event_shape); got a 0-d array")
-    if isinstance(diffusion.basis, DCTBasis):
-        return DCTModes(kernels, shape, diffusion.basis)
+    basis = diffusion.basis
+    build = _BY_BASIS.get(getattr(basis, "kind", None))
+    if build is None:
+        raise ValueError(f"no array operator serves the basis {basis!r}; use IdentityBasis, DCTBasis or "
+                         "OrthogonalBasis (gddim_numerics.bases)")
+    return build(kernels, shape, basis, m, k, block_axis)
+
+
+def _identity(kernels: StandardKernels, shape: tuple[int, ...], basis: Any, m: int, k: int, block_axis: int):
     if m == 1 and k == 1:
         return ScalarModes(kernels, shape)
     if m == 1:
         return BlockModes(kernels, shape, k, block_axis)
-    raise ValueError(f"no array layout serves {diffusion!r} (M={m}, k={k}) in the identity basis")
+    return ModeBlocks(kernels, shape, m, k)
+
+
+#: The operator of each basis kind (``basis.kind``): ``build(kernels, shape, basis, M, k, block_axis)``.
+_BY_BASIS = {
+    "identity": _identity,
+    "dct2": lambda kernels, shape, basis, m, k, block_axis: DCTModes(kernels, shape, basis),
+    "orthogonal": lambda kernels, shape, basis, m, k, block_axis: ModeBlocks(kernels, shape, m, k, basis.matrix),
+}

@@ -5,17 +5,17 @@ gDDIM factors, time grids, and sampler plans. Array execution lives in
 :mod:`gddim_numerics.backends`; studies and the command line in :mod:`gddim_numerics.validation`.
 """
 
-from .bases import DCTBasis, IdentityBasis
+from .bases import DCTBasis, IdentityBasis, OrthogonalBasis
 from .bdm import BDM
 from .cld import CLD
-from .diffusion import LinearDiffusion
+from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import GRID_KINDS, check_grid, time_grid
 from .linear_sde import ConstantCoefficientSDE, LinearSDE
-from .plans import GDDIM
+from .samplers.gddim import GDDIM
 from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
-from .sampling import METHODS, Method, register_method, sample
-from . import baselines  # noqa: E402,F401  (registers the baseline samplers)
+from .samplers import METHODS, Method
+from .sampling import plan, sample
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
 from .ve import VESDE
 from .vp import VPSDE
@@ -33,7 +33,7 @@ __all__ = [
     "SampleResult",
     "StepInfo",
     "check_grid",
-    "register_method",
+    "plan",
     "sample",
     "time_grid",
     "BDM",
@@ -45,8 +45,10 @@ __all__ = [
     "IdentityBasis",
     "LinearBetaSchedule",
     "LinearDiffusion",
+    "ScalarModesDiffusion",
     "LinearSDE",
     "NoiseSchedule",
+    "OrthogonalBasis",
     "TanLogSNRSchedule",
     "VESDE",
     "VPSDE",

@@ -15,7 +15,7 @@ def as_times(t, name: str = "t") -> np.ndarray:
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be real numbers (got dtype {arr.dtype}); pass floats")
     arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite; got {arr[~np.isfinite(arr)][:3]!r}")
     return arr
 
@@ -23,8 +23,10 @@ def as_times(t, name: str = "t") -> np.ndarray:
 def times_in_range(t, lower: float, upper: float, name: str = "t") -> np.ndarray:
     """Return ``t`` as float64 after checking ``lower <= t <= upper``."""
     arr = as_times(t, name)
+    if ((arr >= lower) & (arr <= upper)).all():
+        return arr
     bad = (arr < lower) | (arr > upper)
-    if np.any(bad):
+    if bad.any():
         raise ValueError(
             f"{name} must lie in the diffusion's time range [{lower:g}, {upper:g}]; "
             f"got {arr[bad].ravel()[:3]!r}"

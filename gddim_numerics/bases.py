@@ -1,6 +1,15 @@
 """Orthonormal bases in which a diffusion splits into independent ``k x k`` modes.
 
-The host side only *describes* the basis; the array backends apply it to the caller's arrays.
+The host side only *describes* the basis (its ``kind`` and matrices); the array side supplies the
+operator of each kind (``gddim_numerics.backends.operators``), so a diffusion in one of these bases
+samples with any number of modes ``M`` and block size ``k``:
+
+* :class:`IdentityBasis`: the state's own coordinates. ``M = 1``: every ``k``-block of the event (the
+  block axis holds ``k``, or ``k * C`` channel-split); ``M > 1``: the first event axis holds the
+  ``M`` modes, e.g. a per-channel diffusion of ``(B, C, H, W)`` images (``k > 1``: block axis last);
+* :class:`DCTBasis`: the orthonormal 2-D DCT over the last two (image) axes, ``M = H W``, ``k = 1``;
+* :class:`OrthogonalBasis`: a user orthogonal ``D x D`` matrix ``V`` on the flattened event
+  (``D = M k``); mode coordinates ``y = V^T x``, mode ``m`` holding ``y[m k : (m + 1) k]``.
 """
 
 from __future__ import annotations
@@ -16,6 +25,31 @@ class IdentityBasis:
     """The state's own coordinates: one mode (``M = 1``) or an explicit dense block."""
 
     kind: str = "identity"
+
+
+@dataclass(frozen=True, eq=False)
+class OrthogonalBasis:
+    """A user orthogonal matrix ``V`` (``D x D``, ``V^T V = I`` to 1e-12): mode coordinates ``y = V^T x``.
+
+    Raises
+    ------
+    ValueError
+        If ``matrix`` is not a finite square orthogonal matrix.
+    """
+
+    matrix: np.ndarray
+    kind: str = "orthogonal"
+
+    def __post_init__(self):
+        v = np.array(self.matrix, dtype=np.float64, copy=True)
+        if v.ndim != 2 or v.shape[0] != v.shape[1] or not np.all(np.isfinite(v)):
+            raise ValueError(f"matrix must be a finite square (D, D) array; got shape {v.shape}")
+        err = float(np.abs(v.T @ v - np.eye(v.shape[0])).max())
+        if err > 1e-12:
+            raise ValueError(f"matrix must be orthogonal (V^T V = I to 1e-12); |V^T V - I| = {err:.2e}: "
+                             "orthonormalise it first, e.g. with numpy.linalg.qr")
+        v.setflags(write=False)
+        object.__setattr__(self, "matrix", v)
 
 
 @dataclass(frozen=True)

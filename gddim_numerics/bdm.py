@@ -17,7 +17,6 @@ So :math:`F_k = \tfrac{d}{dt}\log(a_t d_k)`, :math:`g_k^2 = \dot\sigma_t^2 - 2F_
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ._checks import as_times, end_time, positive
 from .bases import DCTBasis
@@ -90,6 +89,8 @@ class BDM(ScalarModesDiffusion):
         """Start time ``t(rho)`` of the gDDIM code: ``abar = abar_0 / ((rho + sqrt(1-abar_0))^2 + abar_0)``."""
         a0 = float(self.schedule.alpha_bar(0.0))
         target = np.log(a0 / ((rho + np.sqrt(1.0 - a0)) ** 2 + a0))
+        from scipy.optimize import brentq
+
         return float(brentq(lambda t: self.schedule.log_alpha_bar(t) - target, 0.5, self.time_range[1], xtol=1e-15))
 
     # blur ------------------------------------------------------------------------------------

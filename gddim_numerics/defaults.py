@@ -472,7 +472,7 @@ def bracket_choice(kind: str, path: str, nfes=(5, 7, 10, 14, 20, 30, 50), top: i
         plan = GDDIM(diffusion, time_grid(diffusion, 20, grid.pop("kind"), **grid),
                      **{k: v for k, v in opts.items() if k != "grid"})
         ranks.append(row)
-        gains.append(plan.tables.info["dirac_gain"])
+        gains.append(plan.dirac_gain())
         if verbose:
             print(f"gain {gains[-1]:8.1e} " + " ".join(f"{v:+.2f}" for v in row) + "  " + _label(opts), flush=True)
     out = {}

@@ -22,13 +22,49 @@ from numpy.polynomial.legendre import legval
 
 from ._checks import as_times, times_in_range
 from .bases import IdentityBasis
+from .quadrature import gauss_legendre
 
 
 def batched_inverse(a: np.ndarray) -> np.ndarray:
-    """Inverse of every ``k x k`` block of ``a`` (closed form for ``k = 1``)."""
+    """Inverse of every ``k x k`` block of ``a`` (closed forms for ``k = 1, 2``: the adjugate over the determinant).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If a block is singular.
+    """
     if a.shape[-1] == 1:
         return 1.0 / a
-    return np.linalg.inv(a)
+    if a.shape[-1] != 2:
+        return np.linalg.inv(a)
+    p, q, r, s = a[..., 0, 0], a[..., 0, 1], a[..., 1, 0], a[..., 1, 1]
+    det = p * s - q * r
+    if not np.all(det != 0):
+        raise np.linalg.LinAlgError("Singular matrix")
+    out = np.empty(a.shape)
+    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = s / det, -q / det, -r / det, p / det
+    return out
+
+
+def batched_cholesky(a: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of every symmetric positive definite ``k x k`` block (closed form for ``k = 2``).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If a block is not positive definite.
+    """
+    if a.shape[-1] != 2:
+        return np.linalg.cholesky(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        l11 = np.sqrt(a[..., 0, 0])
+        l21 = a[..., 1, 0] / l11
+        l22 = np.sqrt(a[..., 1, 1] - l21 * l21)
+    if not (np.all(l11 > 0) and np.all(l22 > 0)):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    out = np.zeros(a.shape)
+    out[..., 0, 0], out[..., 1, 0], out[..., 1, 1] = l11, l21, l22
+    return out
 
 
 def batched_transpose(a: np.ndarray) -> np.ndarray:
@@ -117,7 +153,7 @@ class LinearDiffusion(abc.ABC):
             if np.any(sig <= 0):
                 raise ValueError("Sigma_t is singular at some of the requested times t; use t > 0")
             return 1.0 / sig
-        return np.linalg.inv(sig)
+        return batched_inverse(sig)
 
     def cholesky(self, t) -> np.ndarray:
         r"""Lower Cholesky factor :math:`L_t` of :math:`\Sigma_t`."""
@@ -125,7 +161,7 @@ class LinearDiffusion(abc.ABC):
         if self.block_size == 1:
             return np.sqrt(sig)
         try:
-            return np.linalg.cholesky(sig)
+            return batched_cholesky(sig)
         except np.linalg.LinAlgError as exc:
             raise ValueError("Sigma_t is not positive definite at some requested time t") from exc
 
@@ -262,21 +298,25 @@ class _FactorByODE:
 
 
 def _cholesky_rotation_rate(diffusion: LinearDiffusion, t: np.ndarray) -> np.ndarray:
-    r"""Generator :math:`\Omega_t` of the rotation :math:`O_t = L_t^{-1}R_t` (skew-symmetric).
+    r"""Rate :math:`\Omega_{21}` of the rotation :math:`O_t = L_t^{-1}R_t` of ``k = 2`` blocks, shape ``t.shape + (M,)``.
 
     From :math:`R = LO` and :math:`\dot R = (F + \tfrac12 GG^\top\Sigma^{-1})R`:
     :math:`\dot O = \Omega O`, :math:`\Omega = L^{-1}\big[(F + \tfrac12GG^\top\Sigma^{-1})L - \dot L\big]`,
     with :math:`\dot L = L\,\Phi(L^{-1}\dot\Sigma L^{-\top})` (``Phi``: strict lower part plus half
-    the diagonal) and :math:`\dot\Sigma = F\Sigma + \Sigma F^\top + GG^\top`.
+    the diagonal) and :math:`\dot\Sigma = F\Sigma + \Sigma F^\top + GG^\top`. Written out for
+    :math:`2\times2` blocks (elementwise, fast on many nodes): with :math:`W = L^{-1}`,
+    :math:`\Omega_{21} = \sum_i W_{2i}(M_{i1}L_{11} + M_{i2}L_{21}) - W_{11}(W_{21}\dot\Sigma_{11} + W_{22}\dot\Sigma_{21})`,
+    :math:`M = F + \tfrac12GG^\top\Sigma^{-1}`.
     """
     f, gg, sig = diffusion.drift(t), diffusion.diffusion(t), diffusion.covariance(t)
-    low = np.linalg.cholesky(sig)
-    low_inv = np.linalg.inv(low)
+    low = batched_cholesky(sig)
+    l11, l21, l22 = low[..., 0, 0], low[..., 1, 0], low[..., 1, 1]
+    w11, w21, w22 = 1.0 / l11, -l21 / (l11 * l22), 1.0 / l22
     dsig = f @ sig + sig @ batched_transpose(f) + gg
-    x = low_inv @ dsig @ batched_transpose(low_inv)
-    phi = np.tril(x, -1) + 0.5 * np.einsum("...ii->...i", x)[..., None] * np.eye(x.shape[-1])
-    dlow = low @ phi
-    return low_inv @ ((f + 0.5 * gg @ np.linalg.inv(sig)) @ low - dlow)
+    m = f + 0.5 * gg @ batched_inverse(sig)
+    y21 = w21 * (m[..., 0, 0] * l11 + m[..., 0, 1] * l21) + w22 * (m[..., 1, 0] * l11 + m[..., 1, 1] * l21)
+    x21 = w11 * (w21 * dsig[..., 0, 0] + w22 * dsig[..., 1, 0])
+    return y21 - x21
 
 
 class _FactorByRotation:
@@ -292,7 +332,7 @@ class _FactorByRotation:
     """
 
     def __init__(self, diffusion: LinearDiffusion, ratio: float = 1.05, n_nodes: int = 20):
-        from numpy.polynomial.legendre import leggauss, legint, legvander
+        from numpy.polynomial.legendre import legint, legvander
 
         self.diffusion = diffusion
         lo, hi = diffusion.time_range
@@ -304,10 +344,10 @@ class _FactorByRotation:
         if self.t0 < start:
             edges = np.concatenate([[self.t0], edges])
         self.edges = edges
-        x, w = leggauss(n_nodes)
+        x, w = gauss_legendre(n_nodes)
         half = 0.5 * np.diff(edges)
         nodes = 0.5 * (edges[:-1] + edges[1:])[:, None] + half[:, None] * x
-        vals = _cholesky_rotation_rate(diffusion, nodes)[..., 1, 0]  # (P, n, M)
+        vals = _cholesky_rotation_rate(diffusion, nodes)  # (P, n, M)
         # Legendre coefficients of omega on each panel (Gauss projection), then the antiderivative
         # from the panel's left edge: theta(t) = theta(edge_j) + half_j * int_{-1}^{x} omega.
         basis = legvander(x, n_nodes - 1)  # (n, n): P_k(x_i)
@@ -333,7 +373,7 @@ class _FactorByRotation:
         theta = self.angle(flat)
         c, s = np.cos(theta), np.sin(theta)
         rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
-        low = np.linalg.cholesky(self.diffusion.covariance(flat))
+        low = batched_cholesky(self.diffusion.covariance(flat))
         return (low @ rot).reshape(np.shape(t) + low.shape[1:])
 
 

@@ -41,7 +41,6 @@ function of the noise level).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ._checks import as_times
 from .diffusion import LinearDiffusion
@@ -76,6 +75,7 @@ def check_grid(diffusion: LinearDiffusion, ts, name: str = "ts", allow_final_zer
 
 def _invert_monotone(fn, targets: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Solve ``fn(t) = y`` for each target on ``[lo, hi]`` (``fn`` strictly monotone)."""
+    from scipy.optimize import brentq  # lazy: keeps `import gddim_numerics` light
     out = np.empty_like(targets)
     for i, y in enumerate(targets):
         out[i] = brentq(lambda t: float(fn(t)) - y, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=200)

@@ -16,6 +16,11 @@ size ``k`` acts on it as follows (the fixed layout convention of the library):
   :math:`T^\top \operatorname{diag}(d)\,T`, and leading event axes (channels) are copies:
   :math:`I_c \otimes T^\top \operatorname{diag}(d)\,T`.
 
+* ``M > 1`` modes in the identity basis (e.g. a per-channel VP): the **first** event axis holds
+  the modes (size ``M``), and within a mode the layout is that of ``M = 1`` (block axis last when
+  ``k > 1``): the operator is :math:`\operatorname{blockdiag}_m(I_c \otimes B_m)`.
+* :class:`~gddim_numerics.bases.OrthogonalBasis` ``V`` (``D = M k``): :math:`V\operatorname{blockdiag}(B)V^\top`.
+
 :func:`dense_operator` builds these ``D x D`` matrices (float64, vectorised over leading axes);
 :func:`basis_matrix` gives the orthogonal ``V`` with ``dense_operator(mats) = V blockdiag(mats) V^T``.
 """
@@ -27,7 +32,7 @@ from math import prod
 
 import numpy as np
 
-from .bases import DCTBasis
+from .bases import DCTBasis, OrthogonalBasis
 from .diffusion import LinearDiffusion
 
 
@@ -64,8 +69,14 @@ def validate_event_shape(diffusion: LinearDiffusion, event_shape: Sequence[int])
                 f"event_shape {shape} does not fit {diffusion!r}: the last two axes must be the image "
                 f"axes {hw}, e.g. (C, {hw[0]}, {hw[1]}) or {hw}"
             )
-    elif m != 1:
-        raise ValueError(f"{diffusion!r}: M = {m} modes in the identity basis is not a supported layout")
+    elif isinstance(diffusion.basis, OrthogonalBasis):
+        d = diffusion.basis.matrix.shape[0]
+        if d != m * k or prod(shape) != d:
+            raise ValueError(f"event_shape {shape} does not fit {diffusion!r}: its orthogonal basis is {d} x {d}, "
+                             f"so one sample must hold D = M k = {m * k} = {d} numbers")
+    elif m != 1 and (len(shape) < 1 + (k > 1) or shape[0] != m or (k > 1 and shape[-1] != k)):
+        raise ValueError(f"event_shape {shape} does not fit {diffusion!r}: M = {m} modes in the identity basis "
+                         f"are the first event axis, e.g. ({m}, H, W)" + (f" with a last block axis {k}" if k > 1 else ""))
     elif k > 1 and shape[-1:] != (k,):
         raise ValueError(
             f"event_shape {shape} does not fit {diffusion!r}: the last axis must be the block axis of "
@@ -102,6 +113,12 @@ def dense_operator(diffusion: LinearDiffusion, mats, event_shape: Sequence[int])
     if isinstance(diffusion.basis, DCTBasis):
         t = _dct_2d(diffusion)
         unit = (t.T * blocks[..., :, 0, 0][..., None, :]) @ t
+    elif isinstance(diffusion.basis, OrthogonalBasis):
+        v = diffusion.basis.matrix
+        return v @ _block_diagonal(blocks) @ v.T
+    elif diffusion.n_modes > 1:  # identity basis, the modes on the first event axis
+        copies = prod(shape[1:]) // diffusion.block_size
+        return _block_diagonal(_kron_identity(blocks, copies))
     else:
         unit = blocks[..., 0, :, :]
     return _kron_identity(unit, prod(shape) // unit.shape[-1])
@@ -118,6 +135,8 @@ def basis_matrix(diffusion: LinearDiffusion, event_shape: Sequence[int]) -> np.n
     if isinstance(diffusion.basis, DCTBasis):
         t = _dct_2d(diffusion)
         return _kron_identity(t.T, prod(shape) // t.shape[0])
+    if isinstance(diffusion.basis, OrthogonalBasis):
+        return diffusion.basis.matrix.copy()
     return np.eye(prod(shape))
 
 
@@ -149,3 +168,10 @@ def _kron_identity(unit: np.ndarray, copies: int) -> np.ndarray:
     n = unit.shape[-1]
     out = np.einsum("ab,...ij->...aibj", np.eye(copies), unit)
     return out.reshape(unit.shape[:-2] + (copies * n, copies * n))
+
+
+def _block_diagonal(blocks: np.ndarray) -> np.ndarray:
+    """The block-diagonal ``(..., M n, M n)`` matrix of a batch ``(..., M, n, n)`` of blocks."""
+    m, n = blocks.shape[-3], blocks.shape[-1]
+    out = np.einsum("ab,...aij->...aibj", np.eye(m), blocks)
+    return out.reshape(blocks.shape[:-3] + (m * n, m * n))

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
-from scipy.integrate import quad, solve_ivp
-from scipy.linalg import expm
 
 from ._checks import as_times, end_time, positive, square_matrix, symmetric_positive_definite
 from .diffusion import MatrixDiffusion
@@ -100,6 +98,8 @@ class ConstantCoefficientSDE(MatrixDiffusion):
 
     def _check_beta_integral(self) -> None:
         r"""Refuse a ``beta_integral`` that is not :math:`\int_0^t\beta`: compared with adaptive quadrature at 3 times."""
+        from scipy.integrate import quad
+
         times = np.array([0.0, 0.5, 1.0]) * self.time_range[1]
         got = np.asarray(self._beta_integral(times), dtype=np.float64)
         ref = np.array([quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-10, limit=200)[0] for ti in times])
@@ -117,6 +117,7 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         t = as_times(t)
         if self._beta_integral is not None:
             return np.asarray(self._beta_integral(t), dtype=np.float64)
+        from scipy.integrate import quad
         flat = [quad(lambda x: float(self._beta(x)), 0.0, ti, epsabs=0, epsrel=1e-13, limit=200)[0] for ti in t.ravel()]
         return np.asarray(flat).reshape(t.shape)
 
@@ -151,6 +152,7 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         well conditioned (cond <= 1e3, error ~1e-13), ``scipy.linalg.expm`` otherwise."""
         r = np.asarray(r, dtype=np.float64)
         if self._eigen is None:
+            from scipy.linalg import expm
             return expm(r[..., None, None] * self.A)
         w, v, v_inv = self._eigen
         out = (v * np.exp(r[..., None] * w)[..., None, :]) @ v_inv
@@ -164,6 +166,7 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         block[:k, :k] = -self.A
         block[:k, k:] = self.Q
         block[k:, k:] = self.A.T
+        from scipy.linalg import expm
         e = expm(h[..., None, None] * block)
         e12 = e[..., :k, k:]
         e22 = e[..., k:, k:]
@@ -257,6 +260,7 @@ class LinearSDE(MatrixDiffusion):
         def rhs(t, y):
             return (self._call("F", t) @ y.reshape(k, k)).ravel()
 
+        from scipy.integrate import solve_ivp
         sol = solve_ivp(rhs, (0.0, self.time_range[1]), np.eye(k).ravel(), method="DOP853",
                         rtol=self.rtol, atol=self.atol, dense_output=True)
         if not sol.success:
@@ -272,6 +276,7 @@ class LinearSDE(MatrixDiffusion):
             f = self._call("F", t)
             return (f @ s + s @ f.T + self._call("GGT", t)).ravel()
 
+        from scipy.integrate import solve_ivp
         sol = solve_ivp(rhs, (0.0, self.time_range[1]), self._sigma0[0].ravel(), method="DOP853",
                         rtol=self.rtol, atol=self.atol, dense_output=True)
         if not sol.success:

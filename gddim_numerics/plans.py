@@ -11,10 +11,11 @@ with the closed form :math:`C = R_{t_{k+1}} - \Psi(t_{k+1}, t_k)R_{t_k}` when ``
 ``form="data"`` extrapolates the data prediction instead (:mod:`gddim_numerics.data_form`,
 MATH.md §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (MATH.md §3.9);
 ``corrector=True`` adds the evaluation-free PEC corrector (:mod:`gddim_numerics.corrector`).
-Every deterministic plan records ``tables.info["dirac_gain"]``, the largest growth of a state
-perturbation through its recursion on Dirac data (:func:`~gddim_numerics.corrector.perturbation_gain`;
-data form: O(1-10); ε form with high order and a log-type variable on CLD/BDM: up to 1e13; ε form with
-the re-anchored corrector: 1-200), and warns above :data:`GAIN_WARNING`.
+:func:`dirac_gain` (on request: ``GDDIM.dirac_gain()``) is the largest growth of a state
+perturbation through a deterministic plan's recursion on Dirac data
+(:func:`~gddim_numerics.corrector.perturbation_gain`; data form: O(1-10); ε form with high order and a
+log-type variable on CLD/BDM: up to 1e13; ε form with the re-anchored corrector: 1-200); it warns
+above :data:`GAIN_WARNING`.
 
 Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
 
@@ -36,11 +37,10 @@ import numpy as np
 from .corrector import corrector_fields, corrector_orders, perturbation_gain
 from .data_form import data_kernel, data_state, data_weight_sum
 from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
-from .grids import check_grid
-from .outputs import check_factor, check_output_type, factor, to_data, to_noise
+from .outputs import factor, to_data, to_noise
 from .quadrature import exponential_weights
 from .stochastic import stochastic_coefficients
-from .tables import StepTables, concatenate
+from .tables import StepTables
 
 MAX_ORDER = 5
 #: Plans whose Dirac perturbation gain (:func:`~gddim_numerics.corrector.perturbation_gain`) exceeds
@@ -56,6 +56,9 @@ def _check_order(order) -> int:
 
 def check_lam(lam) -> float:
     """Validate the stochasticity :math:`\\lambda \\ge 0` of the reverse-time family."""
+    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, (int, float, np.integer, np.floating)):
+        raise TypeError(f"lam (lambda) must be a real number >= 0 (e.g. lam=0.5); got {lam!r} of type "
+                        f"{type(lam).__name__}")
     lam = float(lam)
     if not (np.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam (lambda) must be a finite number >= 0; got {lam!r}")
@@ -213,15 +216,14 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
     orders = step_orders(len(s), order, lower_order_final)
     state = step_state(diffusion, s, t, form)
     hist = multistep_weights(diffusion, ts, orders, form, factor_name, phi, 0, n_nodes, max_ratio)
-    # rounding amplification of the recursion on Dirac data (h = eps_K: dh/du = K^{-1}; h = D: 0)
-    jac = (batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else np.zeros_like(state))
     extra = {}
     if corrector:
         if len(s) < 2:
             raise ValueError("corrector=True needs at least 2 steps (nfe >= 2): the last step is never corrected")
         counts = corrector_orders(orders)
         corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio)
-        hist, orders, extra = corrector_fields(state, hist, orders, corr, counts, jac if form == "eps" else None)
+        jac = batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else None
+        hist, orders, extra = corrector_fields(state, hist, orders, corr, counts, jac)
     io = io_tables(diffusion, s, output, factor_name)
     if form == "data":  # the history is the data prediction itself
         io.update(input_state=io["data_state"], input_output=io["data_output"])
@@ -229,17 +231,27 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
                         info=dict(method="gddim", order=order, factor=factor_name, output=output, form=form,
                                   corrector=bool(corrector),
                                   variable=variable if isinstance(variable, str) else "custom"))
+    return tables
+
+
+def dirac_gain(diffusion: LinearDiffusion, tables: StepTables, factor_name: str = "R", form: str = "eps") -> float:
+    """The Dirac perturbation gain of deterministic ``tables`` (:func:`~gddim_numerics.corrector.perturbation_gain`).
+
+    The history quantity's slope in the state is :math:`K^{-1}` in the ε form and 0 in the data form.
+    Warns (``RuntimeWarning``) above :data:`GAIN_WARNING`.
+    """
+    s = tables.ts[:-1][: len(tables.orders)]
+    jac = batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else np.zeros_like(tables.state)
     gain = perturbation_gain(tables, jac)
-    tables.info["dirac_gain"] = gain
     if gain > GAIN_WARNING:
         warnings.warn(
-            f"this gDDIM plan (form={form!r}, order={order}, variable={tables.info['variable']!r}, "
-            f"corrector={bool(corrector)}) amplifies a state perturbation by up to {gain:.1e} through its "
+            f"this gDDIM plan (form={form!r}, order={tables.info.get('order')}, variable={tables.info.get('variable')!r}, "
+            f"corrector={tables.info.get('corrector')}) amplifies a state perturbation by up to {gain:.1e} through its "
             f"{'ε' if form == 'eps' else 'data'} history, so rounding errors (and network errors) grow to "
             f"~{1e-16 * gain:.0e} relative even on exact Dirac data; form='data' (with or without "
             "corrector), a lower order or variable='t' keep the recursion stable",
             RuntimeWarning, stacklevel=3)
-    return tables
+    return gain
 
 
 def psd_factor(p: np.ndarray, name: str = "P") -> np.ndarray:
@@ -283,116 +295,10 @@ def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, o
                       **io_tables(diffusion, t, output, factor_name))
 
 
-class GDDIM:
-    r"""A gDDIM plan: deterministic (``lam = 0``, ``order`` 1–5) or stochastic (``lam > 0``, order 1).
+def __getattr__(name: str):
+    """``gddim_numerics.plans.GDDIM``: the plan class, which lives in :mod:`gddim_numerics.samplers.gddim`."""
+    if name == "GDDIM":
+        from .samplers.gddim import GDDIM
 
-    Parameters
-    ----------
-    diffusion : LinearDiffusion
-    ts : array_like
-        Decreasing grid (see :func:`gddim_numerics.grids.time_grid`).
-    order : int
-        Number ``q`` (1–5) of stored values in the exponential Adams–Bashforth predictor.
-    lam : float
-        :math:`\lambda \ge 0` of the stochastic family; 0 is the probability-flow ODE.
-    factor : {"R", "L"}
-        ``"R"``: gDDIM; ``"L"``: the Cholesky (``K = L``) ablation of the paper's Table 1.
-    output : {"eps_R", "eps_L", "score", "data"}
-        What the network ``eps_fn`` returns.
-    denoise : bool
-        Append the final denoising step to 0 (one more evaluation).
-    lower_order_final : bool
-        Use order ``<= N - k`` at step ``k`` (lower orders in the last steps).
-    variable : str or callable
-        Extrapolation variable of the multistep predictor and corrector
-        (:func:`extrapolation_variable`).
-    form : {"eps", "data"}
-        What the multistep method extrapolates: the network noise :math:`\epsilon_K` (the paper's
-        scheme, MATH.md §3.3) or the data prediction :math:`D` (MATH.md §3.8). ``order=1`` is the same
-        step in both forms. The network may return any ``output`` type in either form.
-    corrector : bool
-        Add the PEC corrector of :mod:`gddim_numerics.corrector` (MATH.md §3.9): each step except the
-        last is redone with one more Lagrange node, reusing the evaluation made at the predicted
-        state, so the evaluation count is unchanged (ε form: that evaluation is re-anchored to the
-        corrected state with the Dirac slope :math:`K^{-1}`). Needs ``lam = 0`` and at least 2 steps.
-
-    The tables are built once, in float64, and cached on the diffusion by all these options.
-    """
-
-    def __init__(self, diffusion: LinearDiffusion, ts, order: int = 1, lam: float = 0.0, factor: str = "R",
-                 output: str = "eps_R", denoise: bool = False, lower_order_final: bool = False,
-                 variable="t", form: str = "eps", corrector: bool = False):
-        if not isinstance(diffusion, LinearDiffusion):
-            raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
-        self.diffusion = diffusion
-        self.ts = check_grid(diffusion, ts)
-        self.order = _check_order(order)
-        self.lam = check_lam(lam)
-        check_factor(factor)
-        self.factor = factor
-        self.output = check_output_type(output)
-        self.denoise = bool(denoise)
-        self.lower_order_final = bool(lower_order_final)
-        self.variable = variable
-        _check_variable_on_grid(extrapolation_variable(diffusion, variable), self.ts)
-        self.form = _check_form(form)
-        if not isinstance(corrector, (bool, np.bool_)):
-            raise ValueError(f"corrector must be True or False; got {corrector!r}")
-        self.corrector = bool(corrector)
-        if self.form == "data" and self.factor != "R":
-            raise ValueError("form='data' extrapolates the data prediction and uses no noise factor; pass factor='R'")
-        if self.lam > 0 and self.form != "eps":
-            raise ValueError("form='data' is a deterministic (lam = 0) scheme; stochastic gDDIM is order 1, "
-                             "where both forms coincide: use form='eps'")
-        if self.corrector and self.lam > 0:
-            raise ValueError("corrector=True is defined for deterministic gDDIM (lam = 0) only")
-        if self.corrector and len(self.ts) < 3:
-            raise ValueError("corrector=True needs a grid of at least 2 steps (nfe >= 2): the last step is never "
-                             "corrected, so a 1-step grid has nothing to correct")
-        if self.lam > 0 and self.order != 1:
-            raise ValueError("stochastic gDDIM (lam > 0) is defined for order=1 only (MATH.md §4.1)")
-        if self.lam > 0 and self.factor != "R":
-            raise ValueError("stochastic gDDIM uses factor='R'")
-        if self.denoise and self.ts[-1] <= 0:
-            raise ValueError("denoise=True needs a grid that ends at t_end > 0")
-
-    @property
-    def key(self) -> tuple:
-        """Cache key: grid bytes and every option."""
-        return ("gddim", self.ts.tobytes(), self.order, self.lam, self.factor, self.output,
-                self.denoise, self.lower_order_final, self.variable, self.form, self.corrector)
-
-    @property
-    def tables(self) -> StepTables:
-        """The plan's :class:`StepTables` (built on first access, cached on the diffusion)."""
-        cache = self.diffusion.__dict__.setdefault("_plan_cache", {})
-        if self.key not in cache:
-            cache[self.key] = self._build()
-        return cache[self.key]
-
-    def _build(self) -> StepTables:
-        if self.lam > 0:
-            tables = stochastic_tables(self.diffusion, self.ts, self.lam, self.output)
-        else:
-            tables = deterministic_tables(self.diffusion, self.ts, self.order, self.factor, self.output,
-                                          self.lower_order_final, self.variable, form=self.form,
-                                          corrector=self.corrector)
-        if self.denoise:
-            tables = concatenate(tables, denoise_tables(self.diffusion, float(self.ts[-1]), self.factor, self.output))
-        return tables
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations of one sample call."""
-        return len(self.ts) - 1 + int(self.denoise)
-
-    def sample(self, eps_fn, x, **kwargs):
-        """Run the plan from ``x`` (at ``ts[0]``); see :func:`gddim_numerics.backends.run_tables`."""
-        from .backends import run_tables
-
-        return run_tables(self.diffusion, self.tables, eps_fn, x, **kwargs)
-
-    def __repr__(self) -> str:
-        return (f"GDDIM({self.diffusion!r}, N={len(self.ts) - 1}, order={self.order}, lam={self.lam}, "
-                f"factor={self.factor!r}, output={self.output!r}, denoise={self.denoise}, form={self.form!r}, "
-                f"variable={self.variable!r}, corrector={self.corrector})")
+        return GDDIM
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,19 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 from numpy.polynomial.legendre import leggauss
+
+
+@lru_cache(maxsize=8)
+def gauss_legendre(n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on ``[-1, 1]`` (``numpy.polynomial.legendre.leggauss``, computed once per size)."""
+    x, w = leggauss(n_nodes)
+    x.setflags(write=False)
+    w.setflags(write=False)
+    return x, w
 
 
 def panel_nodes(a: np.ndarray, b: np.ndarray, n_nodes: int = 20, max_ratio: float = 1.5,
@@ -39,7 +49,7 @@ def panel_nodes(a: np.ndarray, b: np.ndarray, n_nodes: int = 20, max_ratio: floa
     frac = np.linspace(0.0, 1.0, n_panels + 1)
     # geometric break points from lo to hi
     edges = lo[:, None] * (hi / lo)[:, None] ** frac[None, :]
-    x, w = leggauss(n_nodes)
+    x, w = gauss_legendre(n_nodes)
     left, right = edges[:, :-1], edges[:, 1:]
     half = 0.5 * (right - left)
     nodes = (0.5 * (right + left))[..., None] + half[..., None] * x
@@ -141,5 +151,6 @@ def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values
         t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
         kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + probe.shape[1:])
         ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
-        out[sl] = np.einsum("nm,njm,nm...->nj...", ww, ell, kern, optimize=True)
+        flat = kern.reshape(kern.shape[:2] + (-1,))  # (n, m, M k k): sum over the nodes m as one product
+        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + probe.shape[1:])
     return out

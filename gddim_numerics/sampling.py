@@ -1,4 +1,4 @@
-"""``sample``: pick a sampler by name, as ``scipy.integrate.solve_ivp`` picks a method.
+"""``sample`` and ``plan``: pick a sampler by name, as ``scipy.integrate.solve_ivp`` picks a method.
 
 >>> import numpy as np, gddim_numerics as gd
 >>> sde = gd.VPSDE.linear()
@@ -10,109 +10,114 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .diffusion import LinearDiffusion
-from .grids import check_grid, time_grid
-from .plans import GDDIM
 from .result import SampleResult
+from .samplers import METHODS, Method
 
 
-@dataclass(frozen=True)
-class Method:
-    """A sampler known by name.
+def _method(method: str) -> Method:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[method]
 
-    ``build(diffusion, ts, **options)`` returns a plan with ``.sample(eps_fn, x, **kw)``;
-    ``steps_for_nfe(nfe, **options)`` is the number of grid steps that costs exactly ``nfe``
-    evaluations (``None`` for adaptive solvers, which take ``t_start``/``t_end`` instead of a grid).
+
+def plan(diffusion: LinearDiffusion, method: str = "gddim", nfe: int = 20, grid: str | np.ndarray | None = None,
+         **options) -> Any:
+    """The plan of sampler ``method`` for exactly ``nfe`` network evaluations.
+
+    Parameters
+    ----------
+    diffusion : LinearDiffusion
+    method : str
+        A key of :data:`METHODS`.
+    nfe : int
+        Network evaluations (an adaptive method's budget).
+    grid : None, str or array
+        ``None``: the method's own grid for ``nfe``; a :func:`~gddim_numerics.grids.time_grid` kind; or
+        an explicit decreasing grid whose step count the method needs for ``nfe``.
+    **options
+        The method's options (``order``, ``lam``, ``output``, ``denoise``, ...) and grid arguments
+        (``t_start``, ``t_end``, ``power``, ...). An option the method does not take raises a
+        ``TypeError`` that lists the ones it does.
+
+    Returns
+    -------
+    plan
+        An immutable plan with ``.sample(eps_fn, x, **kw)`` and ``.nfe``.
     """
-
-    build: Callable
-    steps_for_nfe: Callable | None
-    description: str
-    min_nfe: int = 1
+    if not isinstance(diffusion, LinearDiffusion):
+        raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
+    return _method(method).make(method, diffusion, nfe, grid, dict(options))
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register_method(name: str, method: Method) -> None:
-    """Make ``method`` available to :func:`sample` under ``name``."""
-    METHODS[name] = method
-
-
-def _gddim_steps(nfe: int, denoise: bool = False, **_) -> int:
-    return nfe - int(bool(denoise))
-
-
-register_method("gddim", Method(
-    build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 1 if o.get("lam", 0) > 0 else 2, **o}),
-    steps_for_nfe=_gddim_steps,
-    description="gDDIM: exponential Adams-Bashforth in eps (order q, default 2), stochastic with lam > 0 (order 1)"))
-register_method("gddim_L", Method(
-    build=lambda d, ts, **o: GDDIM(d, ts, **{"order": 2, **o, "factor": "L"}),
-    steps_for_nfe=_gddim_steps,
-    description="the K = L (Cholesky) ablation of gDDIM (MATH.md §3.2, paper Table 1)"))
-
-
-def sample(diffusion: LinearDiffusion, eps_fn, x, method: str = "gddim", nfe: int = 20,
-           grid: str | np.ndarray = "power", grid_options: dict | None = None,
-           sample_options: dict | None = None, **options) -> SampleResult:
+def sample(diffusion: LinearDiffusion, eps_fn: Callable, x: Any, method: str = "gddim", nfe: int = 20,
+           grid: str | np.ndarray | None = None, *, rng: Any = None, noise: Callable | None = None,
+           callback: Callable | None = None, progress: bool = False, return_trajectory: bool = False,
+           check_finite: bool = True, on_nonfinite: str = "raise", block_axis: int = -1,
+           **options) -> SampleResult:
     """Sample from ``x`` at the grid's start with the sampler ``method`` and ``nfe`` evaluations.
 
     Parameters
     ----------
     diffusion : LinearDiffusion
     eps_fn : callable
-        ``eps_fn(x, t)``: the network, in the caller's array library.
+        ``eps_fn(x, t)``: the network, in the caller's array library (``t`` a Python float).
     x : array
-        Start state ``(B, *event_shape)``.
+        Start state ``(B, *event_shape)`` at the grid's first time.
     method : str
         A key of :data:`METHODS` (``gd.METHODS`` lists them with descriptions).
     nfe : int
-        Exact number of network evaluations.
-    grid : str or array
-        A :func:`~gddim_numerics.grids.time_grid` kind, or an explicit decreasing grid (then its
-        length fixes the step count and ``nfe`` must match).
-    grid_options : dict
-        Keyword arguments of :func:`~gddim_numerics.grids.time_grid` (``power``, ``t_end``, ...).
-    sample_options : dict
-        Keyword arguments of the plan's ``sample`` (``rng``, ``callback``, ``progress``, ...).
+        Exact number of network evaluations (adaptive ``rk45``/``dop853``: the budget).
+    grid : None, str or array
+        ``None``: the method's own grid; a :func:`~gddim_numerics.grids.time_grid` kind; or an
+        explicit decreasing grid (its step count must match ``nfe``).
+    rng, noise, callback, progress, return_trajectory, check_finite, on_nonfinite, block_axis
+        How to run the plan: see :func:`gddim_numerics.backends.run_tables` (``rng``: a seed, one seed
+        per sample, or a generator of ``x``'s library).
     **options
-        Options of the method (``order``, ``lam``, ``output``, ``denoise``, ...).
+        The method's options (``order``, ``lam``, ``output``, ``denoise``, ...) and grid arguments
+        (``t_start``, ``t_end``, ``power``, ``offset``, ``first_log_snr``, ``rho``); see :func:`plan`.
+
+    Returns
+    -------
+    SampleResult
+        ``x``: the final state (caller's array type, device, dtype, shape); ``ts``: the times visited;
+        ``nfe``: network evaluations made; ``trajectory``: states at ``ts`` (with
+        ``return_trajectory=True``, else ``None``); ``success``/``status``/``message``: whether the
+        end was reached (``False``/-1 e.g. after a non-finite output with ``on_nonfinite="return"`` or
+        a spent budget); ``info``: method details.
+
+    Raises
+    ------
+    TypeError
+        An option the method does not take (the message lists the ones it does), or ``lam`` that is
+        not a real number.
+    ValueError
+        A bad ``nfe``, grid, ``lam`` or option value; a plan that would not fit in free memory.
+    FloatingPointError
+        A non-finite start state or network output (``on_nonfinite="raise"``).
+
+    Warns
+    -----
+    RuntimeWarning
+        A plan of more than :data:`~gddim_numerics.samplers.method.MAX_STEPS` steps, with its memory
+        estimate.
+
+    Examples
+    --------
+    >>> import numpy as np, gddim_numerics as gd
+    >>> sde = gd.CLD()
+    >>> data = gd.DiracData(sde, (1, 2), point=[[0.5, 0.0]])
+    >>> x_T = data.sample_prior(4, rng=np.random.default_rng(0))
+    >>> res = gd.sample(sde, data.eps_R, x_T, method="gddim", nfe=10, order=3)
+    >>> res.nfe, res.success, bool(np.abs(res.x - data.exact_flow(x_T, sde.t_start, sde.t_end)).max() < 1e-10)
+    (10, True, True)
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(sorted(METHODS))}")
-    m = METHODS[method]
-    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < m.min_nfe:
-        raise ValueError(f"nfe must be an integer >= {m.min_nfe} for method {method!r}; got {nfe!r}")
-    grid_options = dict(grid_options or {})
-    if m.steps_for_nfe is None:
-        if not isinstance(grid, str):
-            raise ValueError(f"method {method!r} chooses its own steps; pass t_start/t_end in grid_options, not a grid")
-        plan = m.build(diffusion, None, nfe=nfe, **grid_options, **options)
-    else:
-        n_steps = m.steps_for_nfe(int(nfe), **options)
-        if n_steps < 1:
-            raise ValueError(f"nfe={nfe} leaves no step for method {method!r} with these options")
-        if isinstance(grid, str):
-            ts = time_grid(diffusion, n_steps, grid, **grid_options)
-        else:
-            ts = check_grid(diffusion, grid, "grid")
-            if len(ts) - 1 != n_steps:
-                raise ValueError(f"grid has {len(ts) - 1} steps but method {method!r} needs {n_steps} for nfe={nfe}")
-        plan = m.build(diffusion, ts, **options)
-    return plan.sample(eps_fn, x, **(sample_options or {}))
-
-
-from .defaults import build_tuned  # noqa: E402  (the registry above must exist first)
-
-register_method("gddim_tuned", Method(
-    build=build_tuned,
-    steps_for_nfe=None,
-    description="gDDIM with the measured defaults of gddim_numerics.defaults.TUNED for the diffusion and NFE "
-                "(form, extrapolation variable, order, corrector, grid); builds its own grid: pass grid "
-                "arguments (power, offset, first_log_snr, kind, t_end, ...) as grid_options or options, or "
-                "use gddim_numerics.defaults.tuned_plan(diffusion, nfe, ts=...) for a grid of your own"))
+    chosen = plan(diffusion, method, nfe, grid, **options)
+    return chosen.sample(eps_fn, x, rng=rng, noise=noise, callback=callback, progress=progress,
+                         return_trajectory=return_trajectory, check_finite=check_finite,
+                         on_nonfinite=on_nonfinite, block_axis=block_axis)

@@ -248,3 +248,25 @@ def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
         u_next = u_next + block(tables.history[k, j]) @ sel(j)
     rows = [u_next] + ([h] + [sel(i) for i in range(1, width - 1)] if width > 1 else [])
     return np.concatenate(rows, axis=-2), (a @ c_uc + b0 @ c_h, c_h)
+
+
+def reference_step(tables: StepTables, k: int, u: np.ndarray, y: np.ndarray, past=(), z=None):
+    r"""Step ``k`` of ``tables`` in plain NumPy: the oracle the array loop is tested against.
+
+    ``u`` (state at ``ts[k]``), ``y`` (network output there), ``z`` (noise) and the entries of ``past``
+    (:math:`h_{k-1}, h_{k-2}, \dots`, newest first, as returned before) are mode coordinates of shape
+    ``(..., M, k)``. Returns :math:`(u_{k+1}, h_k)`, ``h_k`` as later steps use it (re-anchored).
+    """
+    def act(table, v):
+        return np.einsum("mij,...mj->...mi", table, v)
+
+    h = y if tables.input_output is None else act(tables.input_output[k], y)
+    h = h if tables.input_state is None else h + act(tables.input_state[k], u)
+    hist = [h, *past]
+    count = 0 if tables.correction is None else int(tables.correction_orders[k])
+    if count:
+        delta = sum(act(tables.correction[k, i], hist[i]) for i in range(count))
+        u = u + delta
+        hist[0] = h = h if tables.reanchor is None else h + act(tables.reanchor[k], delta)
+    u_next = act(tables.state[k], u) + sum(act(tables.history[k, j], hist[j]) for j in range(int(tables.orders[k])))
+    return (u_next if tables.noise is None else u_next + act(tables.noise[k], z)), h

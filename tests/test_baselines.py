@@ -15,7 +15,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import expm
 
 import gddim_numerics as gd
-import gddim_numerics.baselines as bl  # registers the baseline methods
+from gddim_numerics.samplers import ancestral as anc_mod, em as em_mod, heun as heun_mod, ivp as ivp_mod, sscs as sscs_mod
 from gddim_numerics.plans import stochastic_tables
 
 # ---------------------------------------------------------------- VP closed forms (MATH.md §5.1)
@@ -83,17 +83,17 @@ def test_em_one_step_is_euler_maruyama_on_the_lambda_family_cld():
     x = rng.standard_normal((3, 5, 2))
     z = rng.standard_normal(x.shape)
     res = gd.sample(sde, nonlinear_score, x, method="em", nfe=1, grid=np.array([s, t]), lam=lam, output="score",
-                    sample_options=dict(noise=lambda step, shape: z))
+                    noise=lambda step, shape: z)
     score = nonlinear_score(x, s)
     expected = x + dt * (blocks(f, x) - 0.5 * (1 + lam**2) * blocks(gg, score)) + lam * np.sqrt(-dt) * blocks(g, z)
     np.testing.assert_allclose(res.x, expected, rtol=1e-13, atol=1e-13)  # measured 0.002 x tolerance
     # the noise factor N has N N^T = lam^2 |dt| G G^T (the one-step covariance)
-    n = bl.em_tables(sde, [s, t], lam=lam).noise[0, 0]
+    n = em_mod.em_tables(sde, [s, t], lam=lam).noise[0, 0]
     np.testing.assert_allclose(n @ n.T, lam**2 * abs(dt) * gg, atol=1e-14)  # measured 0
     # the same step from an eps_R network (eps_R = -R^T s) gives the same state
     r = sde.gddim_factor(s)[0]
     res_eps = gd.sample(sde, lambda x, t: -blocks(r.T, nonlinear_score(x, t)), x, method="em", nfe=1,
-                        grid=np.array([s, t]), lam=lam, sample_options=dict(noise=lambda step, shape: z))
+                        grid=np.array([s, t]), lam=lam, noise=lambda step, shape: z)
     np.testing.assert_allclose(res_eps.x, expected, rtol=1e-12, atol=1e-12)  # measured 0.0002 x tolerance
 
 
@@ -112,7 +112,7 @@ def test_euler_and_em_one_step_vp(lam):
     method = "euler" if lam == 0 else "em"
     options = {} if lam == 0 else dict(lam=lam)
     res = gd.sample(sde, eps, x, method=method, nfe=1, grid=np.array([s, t]),
-                    sample_options=dict(noise=lambda step, shape: z), **options)
+                    noise=lambda step, shape: z, **options)
     beta = vp_beta(s)
     expected = x + dt * (-0.5 * beta * x + 0.5 * (1 + lam**2) * beta * eps(x, s) / np.sqrt(vp_var(s)))
     expected = expected + lam * np.sqrt(beta * abs(dt)) * z
@@ -136,7 +136,7 @@ def test_heun_one_step_vp_and_cld(final_euler):
     x_vp = np.linspace(-1.5, 1.5, 8).reshape(2, 4)
     ref_vp = heun_reference(lambda x, t: -0.5 * vp_beta(t) * x - 0.5 * vp_beta(t) * nonlinear_score(x, t),
                             x_vp, s, t, final_euler)
-    plan = bl.Heun(gd.VPSDE.linear(), [s, t], output="score", final_euler=final_euler)
+    plan = heun_mod.Heun(gd.VPSDE.linear(), [s, t], output="score", final_euler=final_euler)
     res = plan.sample(nonlinear_score, x_vp)
     assert res.nfe == plan.nfe == nfe
     np.testing.assert_allclose(res.x, ref_vp, rtol=1e-13, atol=1e-13)  # measured 0.003 x tolerance
@@ -145,7 +145,7 @@ def test_heun_one_step_vp_and_cld(final_euler):
     x_cld = np.random.default_rng(2).standard_normal((3, 2))
     ref_cld = heun_reference(lambda x, t: blocks(f, x) - 0.5 * blocks(gg, nonlinear_score(x, t)), x_cld, s, t,
                              final_euler)
-    res = bl.Heun(gd.CLD(), [s, t], output="score", final_euler=final_euler).sample(nonlinear_score, x_cld)
+    res = heun_mod.Heun(gd.CLD(), [s, t], output="score", final_euler=final_euler).sample(nonlinear_score, x_cld)
     np.testing.assert_allclose(res.x, ref_cld, rtol=1e-13, atol=1e-13)  # measured 0.004 x tolerance
 
 
@@ -184,7 +184,7 @@ def test_sscs_half_step_against_expm_and_lyapunov(gamma, s, t):
     sde = gd.CLD(gamma_friction=gamma)
     _, _, a_split, q = cld_parts(gamma=gamma)
     b = 4.0 * (s - t)  # beta = 4
-    phi, p = bl.sscs_half_step(sde, s, t)
+    phi, p = sscs_mod.sscs_half_step(sde, s, t)
     np.testing.assert_allclose(phi[0], expm(b * a_split), rtol=1e-12, atol=1e-14)  # measured 0.01 x tolerance
     ref = lyapunov_solve(a_split, q, b)
     np.testing.assert_allclose(p[0], ref, rtol=1e-8, atol=1e-13 * np.abs(ref).max())  # measured 0.09 x tolerance
@@ -210,7 +210,7 @@ def test_sscs_one_step_law():
     # samples: [no noise, z1 = e0, z1 = e1, z2 = e0, z2 = e1]
     z = np.zeros((2, 5, 2))
     z[0, 1, 0] = z[0, 2, 1] = z[1, 3, 0] = z[1, 4, 1] = 1.0
-    res = bl.SSCS(sde, [s, t], output="score").sample(score, np.tile(u, (5, 1)),
+    res = sscs_mod.SSCS(sde, [s, t], output="score").sample(score, np.tile(u, (5, 1)),
                                                       noise=lambda index, shape: z[index])
     phi1, p1 = expm(4.0 * (s - m) * a_split), lyapunov_solve(a_split, q, 4.0 * (s - m))
     phi2, p2 = expm(4.0 * (m - t) * a_split), lyapunov_solve(a_split, q, 4.0 * (m - t))
@@ -249,7 +249,7 @@ def test_ancestral_tables_are_bdm_pseudo_code_and_stochastic_gddim_lambda_1():
     """Per frequency, the tables equal BDM's formulas and stochastic gDDIM with lam = 1."""
     sde = gd.BDM((4, 4))
     ts = np.array([0.9, 0.6, 0.3, 0.05])
-    tab = bl.ancestral_tables(sde, ts)
+    tab = anc_mod.ancestral_tables(sde, ts)
     for k in range(3):
         c_y, c_eps, std = bdm_ancestral_coefficients(ts[k], ts[k + 1])
         np.testing.assert_allclose(tab.state[k, :, 0, 0], c_y.ravel(), rtol=1e-11)  # measured 1.7e-15 (relative)
@@ -273,7 +273,7 @@ def test_ancestral_one_step_bdm_in_frequency_space():
         return 0.5 * x + 0.1 * t
 
     res = gd.sample(sde, eps, x, method="ancestral", nfe=1, grid=np.array([s, t]),
-                    sample_options=dict(noise=lambda step, shape: z))
+                    noise=lambda step, shape: z)
     c_y, c_eps, std = bdm_ancestral_coefficients(s, t)
     dct = lambda a: scipy.fft.dctn(a, type=2, norm="ortho", axes=(-2, -1))  # noqa: E731
     y = c_y * dct(x) + c_eps * dct(eps(x, s)) + std * dct(z)
@@ -311,7 +311,7 @@ def test_exact_evaluation_count(method, name, nfe, options):
         calls.append(t)
         return 0.1 * x
 
-    res = gd.sample(make(), eps, np.ones(shape), method=method, nfe=nfe, sample_options=dict(rng=0), **options)
+    res = gd.sample(make(), eps, np.ones(shape), method=method, nfe=nfe, rng=0, **options)
     assert len(calls) == res.nfe == nfe
     assert res.success and np.all(np.isfinite(res.x))
     if options.get("denoise"):
@@ -368,8 +368,8 @@ def fitted_order(nfes, errors):
     return -np.polyfit(np.log(nfes), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("build", [lambda sde, ts: bl.em(sde, ts, lam=1.0), lambda sde, ts: bl.em(sde, ts, lam=0.5),
-                                   bl.ancestral], ids=["em", "em-lam0.5", "ancestral"])
+@pytest.mark.parametrize("build", [lambda sde, ts: em_mod.em(sde, ts, lam=1.0), lambda sde, ts: em_mod.em(sde, ts, lam=0.5),
+                                   anc_mod.ancestral], ids=["em", "em-lam0.5", "ancestral"])
 def test_em_and_ancestral_converge_in_distribution(build):
     """Exact output laws on Gaussian data: the W2 error falls at first order in the NFE."""
     sde = gd.VPSDE.linear()
@@ -383,7 +383,7 @@ def test_em_with_lambda_zero_is_euler():
     """lam = 0 is the probability-flow Euler sampler (no noise table)."""
     sde = gd.VPSDE.linear()
     ts = gd.time_grid(sde, 10)
-    a, b = bl.em(sde, ts, lam=0.0).tables, bl.euler(sde, ts).tables
+    a, b = em_mod.em(sde, ts, lam=0.0).tables, em_mod.euler(sde, ts).tables
     assert a.noise is None and b.noise is None
     np.testing.assert_array_equal(a.state, b.state)
     np.testing.assert_array_equal(a.history, b.history)
@@ -427,12 +427,12 @@ def test_heun_sscs_and_rk45_on_other_array_libraries():
     def eps_xp(x, t):
         return 0.3 * x
 
-    ref = bl.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_np, x).x
-    out = bl.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_xp, xps.asarray(x))
+    ref = heun_mod.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_np, x).x
+    out = heun_mod.Heun(sde, [0.8, 0.5, 0.2]).sample(eps_xp, xps.asarray(x))
     np.testing.assert_allclose(np.from_dlpack(out.x), ref, rtol=1e-13)  # measured 0
 
-    ref = bl.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_np, x, noise=lambda i, shape: z[i]).x
-    out = bl.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_xp, torch.from_numpy(x),
+    ref = sscs_mod.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_np, x, noise=lambda i, shape: z[i]).x
+    out = sscs_mod.SSCS(sde, [0.8, 0.5, 0.2]).sample(eps_xp, torch.from_numpy(x),
                                                noise=lambda i, shape: torch.from_numpy(z[i]))
     assert isinstance(out.x, torch.Tensor)
     np.testing.assert_allclose(out.x.numpy(), ref, rtol=1e-13)  # measured 2.5e-15 (relative)
@@ -474,14 +474,14 @@ def test_sscs_needs_cld(sde):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda vp: bl.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
-    (lambda vp: bl.em(vp, [1.0, 0.5], output="v"), "eps_R"),
-    (lambda vp: bl.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
-    (lambda vp: bl.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, "RK4"), "solver"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, rtol=0.0), "rtol"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, atol=np.nan), "atol"),
-    (lambda vp: bl.ProbabilityFlowIVP(vp, t_start=0.1, t_end=0.5), "decreasing"),
+    (lambda vp: em_mod.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
+    (lambda vp: em_mod.em(vp, [1.0, 0.5], output="v"), "eps_R"),
+    (lambda vp: heun_mod.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
+    (lambda vp: anc_mod.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, "RK4"), "solver"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, rtol=0.0), "rtol"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, atol=np.nan), "atol"),
+    (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, t_start=0.1, t_end=0.5), "decreasing"),
 ])
 def test_bad_options(make, match):
     with pytest.raises(ValueError, match=match):
@@ -498,7 +498,7 @@ def test_nonfinite_network_outputs_are_reported():
     with pytest.raises(FloatingPointError, match="evaluation 1"):
         gd.sample(sde, eps, np.ones((1, 2)), method="heun", nfe=4, grid="uniform")
     res = gd.sample(sde, eps, np.ones((1, 2)), method="heun", nfe=4, grid="uniform",
-                    sample_options=dict(on_nonfinite="return"))
+                    on_nonfinite="return")
     assert not res.success and "NaN" in res.message
     with pytest.raises(FloatingPointError, match="NaN"):
         gd.sample(sde, eps, np.ones((1, 2)), method="rk45", nfe=1000)
@@ -512,8 +512,8 @@ def test_callbacks_and_trajectories_of_the_loop_samplers():
     def data(x, t):  # a 'data' network: the callback's x0_pred is its output
         return 0.5 * x
 
-    for plan in (bl.Heun(sde, [0.9, 0.5, 0.2], output="data", denoise=True),
-                 bl.SSCS(sde, [0.9, 0.5, 0.2], output="data", denoise=True)):
+    for plan in (heun_mod.Heun(sde, [0.9, 0.5, 0.2], output="data", denoise=True),
+                 sscs_mod.SSCS(sde, [0.9, 0.5, 0.2], output="data", denoise=True)):
         infos = []
         res = plan.sample(data, x, rng=0, callback=infos.append, return_trajectory=True)
         assert [i.step for i in infos] == [0, 1, 2] and infos[-1].nfe == res.nfe == plan.nfe

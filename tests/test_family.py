@@ -178,7 +178,7 @@ def test_auto_variants_pass_their_statistics_to_gddim_auto(monkeypatch):
         return gd.GDDIM(diffusion, ts, **options)
 
     monkeypatch.setattr(gd, "DataStatistics", FakeStatistics, raising=False)
-    monkeypatch.setitem(gd.METHODS, "gddim_auto", gd.Method(build, lambda nfe, **_: nfe, "fake"))
+    monkeypatch.setitem(gd.METHODS, "gddim_auto", gd.Method(build=build, options=("statistics",), description="fake"))
     assert family.default_methods()[-5:] == tuple(family.AUTO_VARIANTS)
     p = make_problem(1002)
     x = p.data.sample_prior(2, rng=0)

@@ -121,3 +121,72 @@ def test_not_a_diffusion():
     """GDDIM refuses objects that are not diffusions."""
     with pytest.raises(TypeError, match="LinearDiffusion"):
         gd.GDDIM("vp", [1.0, 0.5])
+
+
+@pytest.mark.parametrize("lam", ["0.5", None, [0.5], True])
+def test_lam_must_be_a_real_number(vp, lam):
+    """lam="0.5" (and other non-numbers) is a TypeError naming lam, in gd.sample, GDDIM and em alike."""
+    with pytest.raises(TypeError, match="lam"):
+        gd.sample(vp, lambda x, t: 0 * x, np.ones((2, 3)), nfe=4, lam=lam)
+    with pytest.raises(TypeError, match="lam"):
+        gd.GDDIM(vp, [1.0, 0.5, 0.1], lam=lam)
+    with pytest.raises(TypeError, match="lam"):
+        gd.sample(vp, lambda x, t: 0 * x, np.ones((2, 3)), method="em", nfe=4, lam=lam)
+
+
+@pytest.mark.parametrize("lam", [-0.1, np.inf, np.nan])
+def test_lam_must_be_finite_and_non_negative(vp, lam):
+    with pytest.raises(ValueError, match="lam"):
+        gd.sample(vp, lambda x, t: 0 * x, np.ones((2, 3)), nfe=4, lam=lam)
+
+
+@pytest.mark.parametrize("method, option", [("heun", "lam"), ("gddim", "sample_options"), ("rk45", "order"),
+                                            ("sscs", "power_of_two")])
+def test_unknown_option_names_the_method_and_its_options(method, option):
+    sde = gd.CLD()
+    with pytest.raises(TypeError, match=rf"method '{method}' does not take the option\(s\) '{option}'; it accepts "
+                                        r"(\w+, )+"):
+        gd.sample(sde, lambda x, t: 0 * x, np.ones((2, 2)), method=method, nfe=20, **{option: 1})
+
+
+@pytest.mark.parametrize("method", ["gddim", "heun", "sscs", "rk45"])
+@pytest.mark.parametrize("on_nonfinite", ["raise", "return"])
+def test_nonfinite_start_state_is_reported_as_the_start_state(method, on_nonfinite):
+    """NaN in x_T: reported as "start state", not as a network failure at step 0 and not success=True."""
+    sde = gd.CLD()
+    x = np.zeros((3, 2))
+    x[1, 0] = np.nan
+    run = lambda: gd.sample(sde, lambda u, t: 0 * u, x, method=method, nfe=20, on_nonfinite=on_nonfinite, rng=0)  # noqa: E731
+    if on_nonfinite == "raise":
+        with pytest.raises(FloatingPointError, match="start state"):
+            run()
+    else:
+        res = run()
+        assert not res.success and res.status == -1 and "start state" in res.message
+
+
+@pytest.mark.parametrize("order, corrector", [(2, False), (3, False), (1, True)])
+def test_grid_ending_at_zero_is_refused_up_front_for_multistep_orders(vp, order, corrector):
+    """Order >= 2 (or the corrector) extrapolates through R_0 = 0: refused when the plan is made, naming t = 0."""
+    with pytest.raises(ValueError, match="ends at t = 0"):
+        gd.GDDIM(vp, [1.0, 0.5, 0.2, 0.0], order=order, corrector=corrector)
+    plan = gd.GDDIM(vp, [1.0, 0.5, 0.2, 0.0], order=1)  # order 1 steps to t = 0 in closed form
+    assert plan.nfe == 3
+
+
+@pytest.mark.parametrize("t_end", [-1.0, 2.0, np.nan])
+def test_bad_t_end_is_refused_up_front(vp, t_end):
+    with pytest.raises(ValueError, match="t_end"):
+        gd.sample(vp, lambda x, t: 0 * x, np.ones((2, 3)), nfe=4, t_end=t_end)
+
+
+def test_nfe_above_the_limit_warns_with_the_memory_estimate_and_refuses_beyond_free_memory(vp, monkeypatch):
+    from gddim_numerics.samplers import method as method_module
+
+    monkeypatch.setattr(method_module, "MAX_STEPS", 3)
+    with pytest.warns(RuntimeWarning, match=r"5 steps \(> 3\) builds a large plan: ~\d+ MiB"):
+        gd.plan(vp, "gddim", nfe=5, order=1)
+    monkeypatch.setattr(method_module, "_available_memory", lambda: 1000)
+    with pytest.raises(ValueError, match=r"nfe|GiB"):
+        gd.plan(vp, "gddim", nfe=5, order=1)
+    assert method_module.plan_memory(vp, 10**6) >= 10**6 * 3_000  # the issue measured ~17 KB per step at nfe=1e6

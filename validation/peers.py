@@ -421,10 +421,7 @@ PLAN_FIELDS = ("order", "lam", "factor", "output", "denoise", "lower_order_final
 
 def method_plan(diffusion: gd.LinearDiffusion, method: str, nfe: int, **options) -> Any:
     """The plan ``gd.sample`` would run for ``method`` at ``nfe`` (the default grid of the method)."""
-    m = gd.METHODS[method]
-    if m.steps_for_nfe is None:
-        return m.build(diffusion, None, nfe=nfe, **options)
-    return m.build(diffusion, gd.time_grid(diffusion, m.steps_for_nfe(nfe, **options)), **options)
+    return gd.plan(diffusion, method, nfe, **options)
 
 
 def integer_timestep_grid(ts: np.ndarray) -> np.ndarray | None:

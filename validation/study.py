@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import gddim_numerics as gd
-from gddim_numerics import baselines  # noqa: F401  (importing registers the baseline methods)
 from gddim_numerics import defaults
 
 from . import analysis
