@@ -2,11 +2,11 @@ r"""Sampling a Dask array of start states, one chunk per task, for millions of s
 
 ``sample_dask(plan, eps_factory, x)`` runs ``plan.sample`` on every chunk of the Dask array ``x``
 (batch axis first, chunked along it) wherever Dask runs the chunk's task: threads, processes, or
-the workers of a ``dask.distributed`` cluster. The plan (its float64 tables) is computed once, on
-the host that calls this function, and shipped to the workers as one shared graph node; the
-network is not shipped: each task builds it with ``eps_factory()`` (a picklable callable, e.g. a
-module-level function or a ``functools.partial`` that loads weights), so device handles and large
-modules never travel.
+the workers of a ``dask.distributed`` cluster. The plan travels as one shared graph node, so a
+worker receives it once and builds its float64 tables once, on its first chunk (they are cached
+in the worker's process). The network does not travel: each task builds it with
+``eps_factory()`` (a picklable callable, e.g. a module-level function or a ``functools.partial``
+that loads weights), so device handles and large modules stay where they are made.
 
 Every sample is computed independently of the others, so the result is that of
 ``plan.sample(eps_fn, x.compute(), rng=rng)`` on the concatenated array, whatever the chunking, to
@@ -14,7 +14,9 @@ rounding (a BLAS product may round a batch of one sample differently from a larg
 deterministic plan directly, and for a stochastic plan (``lam > 0``) when ``rng`` gives one seed
 per sample (sample :math:`i` draws its noise from its own generator seeded with ``rng[i]``;
 see :mod:`gddim_numerics.backends.noise`). One seed, or one generator, for the whole array would
-repeat the same noise in every chunk and is refused.
+repeat the same noise in every chunk and is refused. Adaptive plans (``rk45``, ``dop853``) are
+the exception: they choose one step sequence per batch, so each chunk takes its own steps (to the
+same tolerance) and the result depends on the chunking within that tolerance.
 
 Dask is optional (the ``dask`` extra); this module imports it and is not imported by
 :mod:`gddim_numerics.backends`.
@@ -42,8 +44,8 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
     Parameters
     ----------
     plan : plan
-        Any plan with ``sample(eps_fn, x, rng=..., **run_options)``: ``gd.GDDIM(sde, ts, ...)`` or a
-        method's ``gd.METHODS[name].build(sde, ts, ...)``. Picklable (its tables are NumPy arrays).
+        Any plan with ``sample(eps_fn, x, rng=..., **run_options)``: ``gd.plan(sde, method, nfe, ...)``
+        for a method of ``gd.METHODS`` by name, or ``gd.GDDIM(sde, ts, ...)``. Picklable.
     eps_factory : callable
         ``eps_factory() -> eps_fn``, called once per chunk on the worker; ``eps_fn(x, t)`` is the
         network in the chunk's array library. Must be picklable (cloudpickle).
@@ -88,11 +90,9 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
     if run_options.get("return_trajectory"):
         raise ValueError("return_trajectory is not available in sample_dask (one final state per sample comes "
                          "back); sample a few start points with plan.sample(..., return_trajectory=True)")
-    if hasattr(type(plan), "tables"):
-        plan.tables  # noqa: B018  (builds the float64 tables here, once, before the plan travels)
     x = x.rechunk({axis: -1 for axis in range(1, x.ndim)})
     blocks = [x] if rng is None else [x, _seed_blocks(rng, x)]
-    shared = dask.delayed(plan, pure=True)  # one graph node: the tables travel once per worker, not per chunk
+    shared = dask.delayed(plan, pure=True)  # one graph node: a worker receives the plan once, not per chunk
     return da.map_blocks(_sample_block, *blocks, plan=shared, eps_factory=eps_factory, run_options=run_options,
                          dtype=x.dtype, meta=x._meta)
 
