@@ -18,27 +18,25 @@ repeat the same noise in every chunk and is refused. Adaptive plans (``rk45``, `
 the exception: they choose one step sequence per batch, so each chunk takes its own steps (to the
 same tolerance) and the result depends on the chunking within that tolerance.
 
-Dask is optional (the ``dask`` extra); this module imports it and is not imported by
-:mod:`gddim_numerics.backends`.
+Dask is optional (the ``dask`` extra): it is imported when :func:`sample_dask` runs.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-try:
-    import dask
-    import dask.array as da
-except ImportError as err:  # pragma: no cover  (exercised only without the extra)
-    raise ImportError("gddim_numerics.backends.dask_sampling needs dask: pip install 'gddim-numerics[dask]'") from err
+if TYPE_CHECKING:
+    import dask.array
+
+DASK_EXTRA = "pip install 'gddim-numerics[dask]'"
 
 
-def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, rng: Any = None,
-                **run_options: Any) -> da.Array:
+def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: dask.array.Array, *, rng: Any = None,
+                **run_options: Any) -> dask.array.Array:
     """Final states of ``plan`` from every start state of the Dask array ``x``, one task per batch chunk.
 
     Parameters
@@ -75,7 +73,14 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
     ValueError
         ``x`` without a batch axis, ``rng`` one seed/generator or of the wrong length,
         ``return_trajectory`` asked for.
+    ImportError
+        Dask is not installed.
     """
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as err:
+        raise ImportError(f"sample_dask needs dask: {DASK_EXTRA}") from err
     if not isinstance(x, da.Array):
         raise TypeError(f"x must be a dask.array.Array of start states (B, *event_shape); got {type(x).__name__}; "
                         "wrap a NumPy array with dask.array.from_array(x, chunks=(chunk, *x.shape[1:]))")
@@ -91,13 +96,13 @@ def sample_dask(plan: Any, eps_factory: Callable[[], Callable], x: da.Array, *, 
         raise ValueError("return_trajectory is not available in sample_dask (one final state per sample comes "
                          "back); sample a few start points with plan.sample(..., return_trajectory=True)")
     x = x.rechunk({axis: -1 for axis in range(1, x.ndim)})
-    blocks = [x] if rng is None else [x, _seed_blocks(rng, x)]
+    blocks = [x] if rng is None else [x, _seed_blocks(da, rng, x)]
     shared = dask.delayed(plan, pure=True)  # one graph node: a worker receives the plan once, not per chunk
     return da.map_blocks(_sample_block, *blocks, plan=shared, eps_factory=eps_factory, run_options=run_options,
                          dtype=x.dtype, meta=x._meta)
 
 
-def _seed_blocks(rng: Any, x: da.Array) -> da.Array:
+def _seed_blocks(da: Any, rng: Any, x: dask.array.Array) -> dask.array.Array:
     """``rng`` as an integer Dask array of one seed per sample, shape ``(B, 1, ...)`` (it broadcasts against ``x``
     block by block), chunked like ``x``'s batch axis."""
     if isinstance(rng, (np.random.Generator, np.random.RandomState)) or np.ndim(rng) == 0:

@@ -1,6 +1,6 @@
 r"""The table loop: :class:`~gddim_numerics.tables.StepTables` executed on the caller's arrays.
 
-Per step ``k`` (MATH.md §3.3, §4.1), in the diffusion's mode coordinates ``u``:
+Per step ``k`` (docs/math §3.3, §4.1), in the diffusion's mode coordinates ``u``:
 
 .. math::  y_k = \mathrm{eps\_fn}(x_k, t_k),\quad h_k = a_k u_k + b_k y_k,\quad
            u_{k+1} = A_k u_k + \sum_{j<q_k} B_{kj} h_{k-j} + N_k z_k ,

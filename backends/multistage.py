@@ -73,7 +73,7 @@ def run_sscs(plan: Any, eps_fn, x, *, rng=None, noise=None, callback=None, progr
 
 def denoised(plan, head: SampleResult, eps_fn, callback, return_trajectory: bool, check_finite: bool,
               on_nonfinite: str, block_axis: int) -> SampleResult:
-    """``head`` followed by the final denoising step (MATH.md §3.6) when the plan asks for it."""
+    """``head`` followed by the final denoising step (docs/math §3.6) when the plan asks for it."""
     if not plan.denoise or not head.success:
         return head
     t_end = float(head.ts[-1])

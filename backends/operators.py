@@ -1,6 +1,6 @@
 r"""Structured application of per-mode ``(M, k, k)`` coefficients to the caller's arrays.
 
-Four layouts cover every diffusion (DESIGN.md, "a linear diffusion is a batch of small systems");
+Four layouts cover every diffusion (docs/math §0: a linear diffusion is a batch of small systems);
 the state is ``(B, *event_shape)``:
 
 * :class:`ScalarModes` (``M = k = 1``: VP, VE): coefficients are Python floats, any state shape;

@@ -1,4 +1,4 @@
-r"""Exact output law of an affine sampler on Gaussian data (MATH.md §8.4).
+r"""Exact output law of an affine sampler on Gaussian data (docs/math §8.4).
 
 With Gaussian data the network output is affine in the state, :math:`y = W_t u + w_t`, and every
 step of a :class:`~gddim_numerics.tables.StepTables` sampler is affine in (state, history, fresh

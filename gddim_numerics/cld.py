@@ -9,7 +9,7 @@ Defaults (gDDIM code): :math:`M^{-1} = 4`, :math:`\Gamma = 1` (critical, :math:`
 
 At critical damping, with :math:`a = \Gamma M^{-1}`, :math:`b = B(t) - B(s)`:
 :math:`\Psi(t,s) = e^{-ab/2}\begin{bmatrix}1 + ab/2 & a^2b/4\\ -b & 1 - ab/2\end{bmatrix}`, and
-:math:`\Sigma_t` has the closed form of MATH.md §5.3 (with :math:`g = 1/\Gamma`, :math:`e = e^{-4gB}`).
+:math:`\Sigma_t` has the closed form of docs/math §5.3 (with :math:`g = 1/\Gamma`, :math:`e = e^{-4gB}`).
 Off critical damping the ``expm`` / Van Loan path of the base class is used.
 """
 

@@ -102,7 +102,7 @@ class GaussianComponents:
         r"""Means and covariances of the components of :math:`p_t`.
 
         :math:`m^k_t = \Psi(t,0)\mu_k`,
-        :math:`C^k_t = \Psi(t,0)(S_k - \Sigma_0)\Psi(t,0)^\top + \Sigma_t` (MATH.md §8.1).
+        :math:`C^k_t = \Psi(t,0)(S_k - \Sigma_0)\Psi(t,0)^\top + \Sigma_t` (docs/math §8.1).
 
         Returns
         -------
@@ -177,7 +177,7 @@ class GaussianComponents:
         r"""Exact gDDIM network output :math:`\epsilon_R = -R_t^\top\nabla\log p_t(x)`.
 
         For Dirac data it is :math:`R_t^{-1}(x - m_t)`, constant along probability-flow
-        trajectories (MATH.md §2.4). Conventions as :meth:`score`.
+        trajectories (docs/math §2.4). Conventions as :meth:`score`.
         """
         return self._state_output(x, t, "R", "noise")
 
@@ -193,7 +193,7 @@ class GaussianComponents:
         r"""Exact data prediction :math:`D(x,t) = \Psi(0,t)(x + \Sigma_t\nabla\log p_t(x))`.
 
         By Tweedie's formula this is the posterior mean :math:`E[\bar u_0 \mid u_t = x]` of the
-        clean data point (MATH.md §6); for CLD its velocity part is the posterior mean of the
+        clean data point (docs/math §6); for CLD its velocity part is the posterior mean of the
         clean velocity (0 for the usual means). Conventions as :meth:`score`.
         """
         return self._state_output(x, t, "data", "data")
@@ -226,7 +226,7 @@ class GaussianComponents:
 
         Parameters
         ----------
-        x_s : (B, *event_shape) array_like
+        x_s : array_like, shape ``(B, *event_shape)``
             States at time ``s`` (NumPy, or anything ``numpy.asarray`` accepts).
         s, t : float
             Start and end times (either order) in the diffusion's range.

@@ -1,4 +1,4 @@
-r"""A corrector that costs no network evaluation (PEC; MATH.md §3.9), built into the step tables.
+r"""A corrector that costs no network evaluation (PEC; docs/math §3.9), built into the step tables.
 
 Predictor step ``k`` (either form; ``A_k`` the state coefficient, ``B_{kj}`` the weights on
 :math:`h_{k-j}`, nodes :math:`t_k, t_{k-1}, \dots`):

@@ -1,4 +1,4 @@
-r"""Data-prediction multistep gDDIM for any linear diffusion (MATH.md §3.8).
+r"""Data-prediction multistep gDDIM for any linear diffusion (docs/math §3.8).
 
 With :math:`\hat F^{(0)}_t = F_t + \tfrac12 G_tG_t^\top\Sigma_t^{-1}` (transition matrix
 :math:`R_tR_s^{-1}`) and the data prediction :math:`D(u,t) = \Psi(0,t)(u - R_t\epsilon_R(u,t))`,
@@ -15,7 +15,7 @@ values gives the step from ``s = ts[k]`` to ``t = ts[k+1]``
 Sum rule (closed form, used for one-node steps):
 :math:`\sum_j E_{kj} = \Psi(t,0) - R_tR_s^{-1}\Psi(s,0)`, since
 :math:`\tfrac{d}{d\tau}[R_tR_\tau^{-1}\Psi(\tau,0)] = -R_tR_\tau^{-1}\tfrac12GG^\top\Sigma^{-1}\Psi(\tau,0)`.
-A one-node step is the ε-form gDDIM step of MATH.md §3.2 written in other variables; on Dirac
+A one-node step is the ε-form gDDIM step of docs/math §3.2 written in other variables; on Dirac
 data :math:`D \equiv \mu`, so every order, variable and corrector is exact.
 
 In :class:`~gddim_numerics.tables.StepTables` terms the history is :math:`h = D = c\,u + d\,y`
@@ -50,5 +50,5 @@ def data_state(diffusion: LinearDiffusion, s, t) -> np.ndarray:
 
 
 def data_weight_sum(diffusion: LinearDiffusion, s, t) -> np.ndarray:
-    r"""Closed-form :math:`\sum_j E_j = \Psi(t,0) - R_tR_s^{-1}\Psi(s,0)` (MATH.md §3.8)."""
+    r"""Closed-form :math:`\sum_j E_j = \Psi(t,0) - R_tR_s^{-1}\Psi(s,0)` (docs/math §3.8)."""
     return diffusion.mean_coefficient(t) - data_state(diffusion, s, t) @ diffusion.mean_coefficient(s)

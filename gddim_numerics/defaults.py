@@ -5,8 +5,8 @@ uniform in :math:`\sqrt t`: :data:`PAPER`). ``method="gddim_tuned"`` (and :func:
 :data:`TUNED`: form, extrapolation variable, order, corrector and grid for the diffusion's kind
 (:func:`diffusion_kind`: VP, VE, CLD, BDM, anything else = "dense") and the NFE bracket.
 
-Problems (exact scores, no network; MATH.md §8)
------------------------------------------------
+Problems (exact scores, no network; docs/math §8)
+-------------------------------------------------
 Per kind (``"vp"``: ``VPSDE.linear()``; ``"ve"``: ``VESDE()``; ``"cld"``: ``CLD()``; ``"bdm"``:
 ``BDM((4, 4))``; ``"dense"``: a fixed stable 3x3 ``ConstantCoefficientSDE``, :func:`study_diffusion`)
 with the event shapes of :data:`EVENT_SHAPES` (4-D data; CLD 4 positions + velocities; BDM a 4x4 image):

@@ -3,7 +3,7 @@ r"""Dense linear diffusions given by matrices: the ``beta(t) A`` class and gener
 * :class:`ConstantCoefficientSDE`: :math:`F_t = \beta(t) A`, :math:`G_tG_t^\top = \beta(t) Q` with
   constant ``A``, ``Q``. With :math:`r = B(t) - B(s)`, :math:`B = \int_0^t\beta`,
   :math:`\Psi(t, s) = e^{rA}` (``scipy.linalg.expm``) and :math:`\Sigma` by the Van Loan block
-  exponential, sub-stepped so that :math:`\|A\| h \le 1` (MATH.md §1.3):
+  exponential, sub-stepped so that :math:`\|A\| h \le 1` (docs/math §1.3):
   :math:`\exp\!\big(h\begin{bmatrix}-A & Q\\ 0 & A^\top\end{bmatrix}\big) = \begin{bmatrix}E_{11}&E_{12}\\0&E_{22}\end{bmatrix}`,
   :math:`Q_d(h) = E_{22}^\top E_{12}`, :math:`\Sigma \leftarrow e^{hA}\Sigma e^{hA^\top} + Q_d(h)`.
 * :class:`LinearSDE`: user callables ``F(t)``, ``GGT(t)``; :math:`\Psi(t, 0)` and :math:`\Sigma_t`

@@ -1,12 +1,16 @@
-r"""Network output types and their exact conversions (MATH.md §6).
+r"""Network output types and their exact conversions (docs/math §6).
 
 A network returns one of
 
-``"eps_R"``  :math:`\epsilon_R`, the noise of the gDDIM factor: :math:`u = \Psi(t,0)u_0 + R_t\epsilon_R`;
-``"eps_L"``  :math:`\epsilon_L = L_t^{-1}R_t\epsilon_R` (Cholesky factor);
-``"score"``  :math:`s = \nabla\log p_t = -R_t^{-\top}\epsilon_R`;
-``"data"``   :math:`D = \mathbb E[u_0\mid u_t] = \Psi(0,t)(u + \Sigma_t s)` (the full state; for CLD
-             the velocity entry too).
+``"eps_R"``
+    :math:`\epsilon_R`, the noise of the gDDIM factor: :math:`u = \Psi(t,0)u_0 + R_t\epsilon_R`;
+``"eps_L"``
+    :math:`\epsilon_L = L_t^{-1}R_t\epsilon_R` (Cholesky factor);
+``"score"``
+    :math:`s = \nabla\log p_t = -R_t^{-\top}\epsilon_R`;
+``"data"``
+    :math:`D = \mathbb E[u_0\mid u_t] = \Psi(0,t)(u + \Sigma_t s)` (the full state; for CLD
+    the velocity entry too).
 
 Every conversion into a sampler's quantity :math:`\epsilon_K` (``K`` = ``"R"`` or ``"L"``) is affine,
 :math:`\epsilon_K = a_t u + b_t y`, and so is the data prediction :math:`D = c_t u + d_t y`; this

@@ -1,6 +1,6 @@
 r"""Sampler plans: every table one sampler needs for one grid, built once in float64.
 
-Deterministic gDDIM (MATH.md §3.2–3.3), factor ``K`` (``"R"``: gDDIM, ``"L"``: Cholesky ablation):
+Deterministic gDDIM (docs/math §3.2–3.3), factor ``K`` (``"R"``: gDDIM, ``"L"``: Cholesky ablation):
 
 .. math::
     u_{k+1} = \Psi(t_{k+1}, t_k)\,u_k + \sum_{j<q_k} C_{kj}\,\epsilon_{k-j},\qquad
@@ -9,7 +9,7 @@ Deterministic gDDIM (MATH.md §3.2–3.3), factor ``K`` (``"R"``: gDDIM, ``"L"``
 with the closed form :math:`C = R_{t_{k+1}} - \Psi(t_{k+1}, t_k)R_{t_k}` when ``K = R`` and
 ``q_k = 1``, warm-up ``q_k = min(q, k + 1)`` (and optionally ``q_k <= N - k`` at the end).
 ``form="data"`` extrapolates the data prediction instead (:mod:`gddim_numerics.data_form`,
-MATH.md §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (MATH.md §3.9);
+docs/math §3.8); ``variable`` replaces ``t`` inside the Lagrange basis (docs/math §3.9);
 ``corrector=True`` adds the evaluation-free PEC corrector (:mod:`gddim_numerics.corrector`).
 :func:`dirac_gain` (on request: ``GDDIM.dirac_gain()``) is the largest growth of a state
 perturbation through a deterministic plan's recursion on Dirac data
@@ -17,14 +17,14 @@ perturbation through a deterministic plan's recursion on Dirac data
 log-type variable on CLD/BDM: up to 1e13; ε form with the re-anchored corrector: 1-200); it warns
 above :data:`GAIN_WARNING`.
 
-Stochastic gDDIM with :math:`\lambda > 0` (MATH.md §4.1, ``q = 1``):
+Stochastic gDDIM with :math:`\lambda > 0` (docs/math §4.1, ``q = 1``):
 
 .. math::
     u_{k+1} = \Psi u_k + (\hat\Psi - \Psi)R_{t_k}\,\epsilon_k + P^{1/2} z_k,\quad
     \partial_t\hat\Psi = \hat F\hat\Psi,\ \hat F = F + \tfrac{1+\lambda^2}{2}GG^\top\Sigma^{-1},\quad
     \tfrac{dP}{d\tau} = \hat FP + P\hat F^\top - \lambda^2GG^\top\ (\tau: s \downarrow t,\ P(s) = 0).
 
-Optional final denoising step (MATH.md §3.6) from ``t_end`` to 0: one Euler step of the
+Optional final denoising step (docs/math §3.6) from ``t_end`` to 0: one Euler step of the
 :math:`\lambda = 1` reverse drift without noise, one more evaluation.
 """
 
@@ -78,7 +78,7 @@ VARIABLES = ("t", "sqrt_t", "log_t", "log_snr")
 
 
 def extrapolation_variable(diffusion: LinearDiffusion, variable):
-    r"""The variable :math:`\varphi(t)` in which history values are extrapolated (MATH.md §3.9).
+    r"""The variable :math:`\varphi(t)` in which history values are extrapolated (docs/math §3.9).
 
     ``"t"`` (the paper's choice), ``"sqrt_t"``, ``"log_t"``, ``"log_snr"`` (the diffusion's
     noise-level measure) or a callable ``phi(t_array) -> array``; it must be strictly monotone on
@@ -133,8 +133,8 @@ FORMS = ("eps", "data")
 
 def _check_form(form) -> str:
     if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS} ('eps': extrapolate the network noise, MATH.md §3.3; "
-                         f"'data': extrapolate the data prediction, MATH.md §3.8); got {form!r}")
+        raise ValueError(f"form must be one of {FORMS} ('eps': extrapolate the network noise, docs/math §3.3; "
+                         f"'data': extrapolate the data prediction, docs/math §3.8); got {form!r}")
     return form
 
 
@@ -201,8 +201,8 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
                          form: str = "eps", corrector: bool = False) -> StepTables:
     r"""Tables of deterministic (multistep) gDDIM on the grid ``ts``.
 
-    ``form="eps"`` extrapolates :math:`\epsilon_K` (MATH.md §3.3; history ``h = ε_K``),
-    ``form="data"`` the data prediction (MATH.md §3.8; history ``h = D``, ``K`` plays no role);
+    ``form="eps"`` extrapolates :math:`\epsilon_K` (docs/math §3.3; history ``h = ε_K``),
+    ``form="data"`` the data prediction (docs/math §3.8; history ``h = D``, ``K`` plays no role);
     ``corrector=True`` folds the evaluation-free PEC corrector of :mod:`gddim_numerics.corrector`
     into the tables.
     """
@@ -282,7 +282,7 @@ def stochastic_tables(diffusion: LinearDiffusion, ts, lam: float, output: str = 
 
 
 def denoise_tables(diffusion: LinearDiffusion, t_end: float, factor_name: str, output: str) -> StepTables:
-    r"""One Euler step of the :math:`\lambda=1` reverse drift from ``t_end`` to 0 (MATH.md §3.6).
+    r"""One Euler step of the :math:`\lambda=1` reverse drift from ``t_end`` to 0 (docs/math §3.6).
 
     :math:`u_0 = (I - t F)u + t\,GG^\top s`, :math:`s = -K^{-\top}\epsilon_K`.
     """

@@ -1,7 +1,7 @@
 r"""Exact-score problems: Gaussian, Dirac and Gaussian-mixture data under any linear diffusion.
 
-Data and marginals (MATH.md §8.1, §8.3)
----------------------------------------
+Data and marginals (docs/math §8.1, §8.3)
+-----------------------------------------
 The data law is given *in the augmented sense*: the state at ``t = 0`` is
 :math:`u_0 \sim \sum_k \pi_k N(\mu_k, S_k)` with :math:`S_k \succeq \Sigma_0`, i.e. a clean data
 point :math:`\bar u_0 \sim \sum_k \pi_k N(\mu_k, S_k - \Sigma_0)` seen through the diffusion's
@@ -12,8 +12,8 @@ with the kernel's initial velocity law). Every component stays Gaussian:
     p_t = \sum_k \pi_k N(m^k_t, C^k_t),\qquad m^k_t = \Psi(t,0)\mu_k,\qquad
     C^k_t = \Psi(t,0)(S_k - \Sigma_0)\Psi(t,0)^\top + \Sigma_t .
 
-Exact network outputs (MATH.md §6)
-----------------------------------
+Exact network outputs (docs/math §6)
+------------------------------------
 With responsibilities :math:`w_k(u) = \operatorname{softmax}_k\big(\log\pi_k + \log N(u; m^k_t, C^k_t)\big)`
 (log-sum-exp), the score is :math:`s(u,t) = -\sum_k w_k(u)\,(C^k_t)^{-1}(u - m^k_t)` and
 
@@ -27,8 +27,8 @@ device and dtype. The float64 tables are computed once per time and moved to the
 namespace once per (time, namespace, device, dtype). Events are flattened in C order as in
 :mod:`gddim_numerics.layout`, so every operator is a dense ``D x D`` matrix.
 
-Reference flows (MATH.md §8.2)
-------------------------------
+Reference flows (docs/math §8.2)
+--------------------------------
 :meth:`GaussianData.exact_flow` is the exact probability-flow solution for Gaussian data;
 ``reference_flow`` integrates the probability-flow ODE
 :math:`\dot u = F_t u - \tfrac12 G_tG_t^\top \nabla\log p_t(u)` with DOP853 for any problem.
@@ -46,7 +46,7 @@ from .layout import basis_matrix
 
 
 class GaussianMixture(GaussianComponents):
-    r"""Gaussian-mixture data :math:`u_0 \sim \sum_k\pi_kN(\mu_k, S_k)` (MATH.md §8.3).
+    r"""Gaussian-mixture data :math:`u_0 \sim \sum_k\pi_kN(\mu_k, S_k)` (docs/math §8.3).
 
     Parameters
     ----------
@@ -57,7 +57,7 @@ class GaussianMixture(GaussianComponents):
         (:func:`~gddim_numerics.layout.validate_event_shape`).
     weights : (K,) array_like
         Positive weights :math:`\pi_k` summing to 1.
-    means : (K, *event_shape) array_like
+    means : array_like, shape ``(K, *event_shape)``
         Component means :math:`\mu_k` (full states; for CLD the velocity entries are usually 0).
     covs : None or (K, D, D) or (K, M, k, k) array_like, optional
         :math:`S_k \succeq \Sigma_0` in the augmented sense (:math:`S_k - \Sigma_0` is the clean
@@ -86,7 +86,7 @@ class GaussianMixture(GaussianComponents):
 
 
 class GaussianData(GaussianComponents):
-    r"""Gaussian data :math:`u_0 \sim N(\mu, S)` under any linear diffusion (MATH.md §8.1–8.2).
+    r"""Gaussian data :math:`u_0 \sim N(\mu, S)` under any linear diffusion (docs/math §8.1–8.2).
 
     Parameters
     ----------
@@ -130,7 +130,7 @@ class GaussianData(GaussianComponents):
         return means[0], covs[0]
 
     def exact_flow(self, x_s, s: float, t: float) -> np.ndarray:
-        r"""Exact probability-flow solution :math:`u(t) = m_t + Q_tQ_s^{-1}(u(s) - m_s)` (MATH.md §8.2).
+        r"""Exact probability-flow solution :math:`u(t) = m_t + Q_tQ_s^{-1}(u(s) - m_s)` (docs/math §8.2).
 
         ``Q`` solves :math:`\dot Q = (F_t + \tfrac12G_tG_t^\top C_t^{-1})Q`. The flow matrix
         :math:`\Phi(t,s) = Q_tQ_s^{-1}` is
@@ -145,7 +145,7 @@ class GaussianData(GaussianComponents):
 
         Parameters
         ----------
-        x_s : (B, *event_shape) array_like
+        x_s : array_like, shape ``(B, *event_shape)``
             States at time ``s``.
         s, t : float
             Start and end times (either order), with :math:`C_s, C_t` nonsingular.
@@ -203,10 +203,10 @@ class GaussianData(GaussianComponents):
 
 
 class DiracData(GaussianData):
-    r"""A single data point: :class:`GaussianData` with :math:`S = \Sigma_0` (MATH.md §1.4, §8.1).
+    r"""A single data point: :class:`GaussianData` with :math:`S = \Sigma_0` (docs/math §1.4, §8.1).
 
     The exact :math:`\epsilon_R` is constant along probability-flow trajectories and one-step
-    gDDIM is exact for any step size (MATH.md §2.4, §3.2).
+    gDDIM is exact for any step size (docs/math §2.4, §3.2).
 
     Parameters
     ----------

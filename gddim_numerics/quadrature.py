@@ -99,7 +99,7 @@ def exponential_weights(
     lead : int
         The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (newest first): ``0`` for
         a predictor (nodes from the step's start back), ``1`` for a corrector whose newest node is the
-        step's end ``ts[k + 1]`` (MATH.md §3.9).
+        step's end ``ts[k + 1]`` (docs/math §3.9).
     """
     phi = (lambda t: t) if variable is None else variable
     ts = np.asarray(ts, dtype=np.float64)

@@ -29,6 +29,8 @@ class SampleResult:
         Human-readable termination reason.
     status : int
         0 on success, -1 on failure.
+    info : dict
+        Solver details (e.g. the tolerances and step count of the adaptive methods).
     """
 
     x: Any

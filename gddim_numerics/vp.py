@@ -33,7 +33,7 @@ class VPSDE(ScalarModesDiffusion):
 
     @classmethod
     def linear(cls, beta_min: float = 0.1, beta_max: float = 20.0, t_end: float = 1e-3) -> "VPSDE":
-        """Linear-beta VP-SDE (MATH.md §5.1): ``beta_min = 0.1``, ``beta_max = 20``, ``T = 1``."""
+        """Linear-beta VP-SDE (docs/math §5.1): ``beta_min = 0.1``, ``beta_max = 20``, ``T = 1``."""
         return cls(LinearBetaSchedule(beta_min, beta_max), t_end=t_end)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Small exact-score helpers for sampler tests, written directly from MATH.md §8 (dense D x D).
+"""Small exact-score helpers for sampler tests, written directly from docs/math §8 (dense D x D).
 
 They use only the diffusion's Psi, Sigma and R (validated separately against ODE solves) and
 ``layout.dense_operator``; nothing here calls the sampler code under test.

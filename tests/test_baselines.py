@@ -1,7 +1,7 @@
 r"""Baseline samplers (``em``, ``euler``, ``heun``, ``sscs``, ``ancestral``, ``rk45``, ``dop853``).
 
 Every reference here is computed independently of the sampler code: VP and BDM closed forms
-(MATH.md §5.1, §5.4) and CLD's matrices (§5.3) written out below, textbook Euler–Maruyama and Heun
+(docs/math §5.1, §5.4) and CLD's matrices (§5.3) written out below, textbook Euler–Maruyama and Heun
 steps, ``scipy.linalg.expm`` and a ``solve_ivp`` Lyapunov solve for SSCS's linear half steps, the
 BDM pseudo-code's ancestral formulas per frequency with ``scipy.fft.dctn``, the exact
 probability-flow solution for Gaussian data (§8.2), and a small exact propagation of a Gaussian
@@ -18,7 +18,7 @@ import gddim_numerics as gd
 from gddim_numerics.samplers import ancestral as anc_mod, em as em_mod, heun as heun_mod, ivp as ivp_mod, sscs as sscs_mod
 from gddim_numerics.plans import stochastic_tables
 
-# ---------------------------------------------------------------- VP closed forms (MATH.md §5.1)
+# ---------------------------------------------------------------- VP closed forms (docs/math §5.1)
 B_MIN, B_MAX = 0.1, 20.0
 DATA_MEAN, DATA_VAR = 0.5, 0.25  # 1-D Gaussian data x0 ~ N(0.5, 0.25)
 
@@ -43,18 +43,18 @@ def gauss_var(t):
 
 
 def gauss_eps(x, t):
-    """Exact eps_R = sigma_t (x - m_t mu) / C_t (MATH.md §8.1)."""
+    """Exact eps_R = sigma_t (x - m_t mu) / C_t (docs/math §8.1)."""
     return np.sqrt(vp_var(t)) * (x - vp_mean(t) * DATA_MEAN) / gauss_var(t)
 
 
 def exact_flow(x, s, t):
-    """Exact PF-ODE map from s to t for the Gaussian data (MATH.md §8.2, commuting case)."""
+    """Exact PF-ODE map from s to t for the Gaussian data (docs/math §8.2, commuting case)."""
     return vp_mean(t) * DATA_MEAN + np.sqrt(gauss_var(t) / gauss_var(s)) * (x - vp_mean(s) * DATA_MEAN)
 
 
-# ---------------------------------------------------------------- CLD matrices (MATH.md §5.3)
+# ---------------------------------------------------------------- CLD matrices (docs/math §5.3)
 def cld_parts(gamma=1.0, mass_inv=4.0, beta=4.0):
-    """F = beta A, GG^T = beta Q, and the drift of SSCS's A part per unit beta (MATH.md §4.3)."""
+    """F = beta A, GG^T = beta Q, and the drift of SSCS's A part per unit beta (docs/math §4.3)."""
     a = np.array([[0.0, mass_inv], [-1.0, -gamma * mass_inv]])
     q = np.diag([0.0, 2.0 * gamma])
     a_split = np.array([[0.0, -mass_inv], [1.0, -gamma * mass_inv]])  # dx = -M^-1 v, dv = x - Gamma M^-1 v
@@ -224,7 +224,7 @@ def test_sscs_one_step_law():
 
 # ---------------------------------------------------------------- ancestral
 def bdm_alpha_sigma(t, n=4):
-    """gDDIM-code BDM per frequency (MATH.md §5.4): alpha_t = a_t d_t and sigma_t^2."""
+    """gDDIM-code BDM per frequency (docs/math §5.4): alpha_t = a_t d_t and sigma_t^2."""
     abar = np.cos((t + 0.004) / 1.008 * np.pi / 2) ** 2
     i = np.arange(n)
     lam = ((np.pi * i / n) ** 2)[:, None] + ((np.pi * i / n) ** 2)[None, :]

@@ -1,8 +1,8 @@
-"""The evaluation-free PEC corrector (MATH.md §3.9): folded into the step tables (data form) or run
+"""The evaluation-free PEC corrector (docs/math §3.9): folded into the step tables (data form) or run
 through their correction fields with re-anchoring (ε form).
 
 Independent references: an explicit predict-evaluate-correct loop written here, with its predictor
-and corrector weights integrated by ``scipy.integrate.quad_vec`` from the kernels of MATH.md
+and corrector weights integrated by ``scipy.integrate.quad_vec`` from the kernels of docs/math
 §3.3/§3.8 (ε form: the corrector solved for ε linearised about the predicted state with the Dirac
 slope K^{-1}); a NumPy loop written from the StepTables formulas; the exact Dirac flow; a DOP853
 solve of the Gaussian probability-flow ODE; the sampler itself for the exact output law.
@@ -27,7 +27,7 @@ from test_data_form import VARIABLES, dirac_case, dirac_tolerance, variable_of
 
 
 def kernel(sde, form, t, tau):
-    """Integrand of the weights (per-mode blocks), written from MATH.md §3.3 / §3.8."""
+    """Integrand of the weights (per-mode blocks), written from docs/math §3.3 / §3.8."""
     tau_a = np.asarray(tau)
     r_tau = sde.gddim_factor(tau_a)
     if form == "eps":
@@ -241,7 +241,7 @@ def test_correction_fields_without_reanchoring_equal_the_fold(output):
 
 
 def data_output(data):
-    """The network returning the data prediction D = Psi(0, t)(u - R eps_R) (MATH.md §6)."""
+    """The network returning the data prediction D = Psi(0, t)(u - R eps_R) (docs/math §6)."""
     def fn(x, t):
         flat = x.reshape(x.shape[0], -1)
         eps = data.eps_fn()(x, t).reshape(flat.shape)

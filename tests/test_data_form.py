@@ -1,4 +1,4 @@
-"""Data-prediction multistep gDDIM (MATH.md §3.8) and the extrapolation variable (§3.9).
+"""Data-prediction multistep gDDIM (docs/math §3.8) and the extrapolation variable (§3.9).
 
 Independent references: the closed-form sum rule Psi(t,0) - R_t R_s^{-1} Psi(s,0); a
 ``scipy.integrate.quad_vec`` integral of the data-form integrand written out here; DPM-Solver++'s
@@ -40,7 +40,7 @@ def variable_of(name):
 
 
 def closed_sum(sde, s, t):
-    """Psi(t, 0) - R_t R_s^{-1} Psi(s, 0) (MATH.md §3.8)."""
+    """Psi(t, 0) - R_t R_s^{-1} Psi(s, 0) (docs/math §3.8)."""
     r_t, r_s = sde.gddim_factor(t), sde.gddim_factor(s)
     return sde.mean_coefficient(t) - r_t @ np.linalg.inv(r_s) @ sde.mean_coefficient(s)
 
@@ -151,7 +151,7 @@ def dirac_tolerance(tables) -> float:
     history values formed at high noise.
 
     A history value h_j = a_j u + b_j y formed with a large |a_j| (the data form's Psi(0, t): ~5e4 for CLD,
-    ~8e4 for BDM at t_start) carries ~1e-16 |a_j| |u| rounding even on Dirac data (MATH.md §3.8), and a
+    ~8e4 for BDM at t_start) carries ~1e-16 |a_j| |u| rounding even on Dirac data (docs/math §3.8), and a
     step multiplies it by |W_kj|; with extrapolation weights far above their sum (a 3-step grid with q = 3
     in log t: ~200x) that exceeds 1e-9. Bound: 2e-15 max_k sum_j |W_kj| max(1, |a_{k-j}|).
     """

@@ -2,7 +2,7 @@ r"""The diffusion contract: float64 ``t.shape + (M, k, k)`` arrays, group laws o
 
 Numerical accuracy against independent references lives in ``test_transitions.py``,
 ``test_factors.py`` and ``test_schedules.py``; this file checks structure and the constants of
-MATH.md §5.
+docs/math §5.
 """
 
 import numpy as np
@@ -101,7 +101,7 @@ def test_noise_level_decreases_in_time(name):
 
 
 def test_cld_log_snr_is_position_log_snr():
-    r"""CLD's noise level is :math:`\log(\Psi_{xx}(t,0)^2/\Sigma_{xx})`: :math:`\Psi_{xx} = e^{-2B}(1 + 2B)`, :math:`\Sigma_{xx}` of MATH.md §5.3 (:math:`B = 4t`)."""
+    r"""CLD's noise level is :math:`\log(\Psi_{xx}(t,0)^2/\Sigma_{xx})`: :math:`\Psi_{xx} = e^{-2B}(1 + 2B)`, :math:`\Sigma_{xx}` of docs/math §5.3 (:math:`B = 4t`)."""
     t = np.linspace(0.01, 1.0, 25)
     big_b, s_x, s_v = 4.0 * t, 1e-6, 0.01 + 1e-6
     e = np.exp(-4.0 * big_b)
@@ -128,7 +128,7 @@ def test_cld_prior_is_stationary(mass_inv, gamma):
 
 
 def test_defaults_follow_the_specification():
-    """Time ranges and sampling ends of MATH.md §5: T = 1; t_min 1e-3 (VP, CLD) and 1e-5 (VE, BDM)."""
+    """Time ranges and sampling ends of docs/math §5: T = 1; t_min 1e-3 (VP, CLD) and 1e-5 (VE, BDM)."""
     assert gd.VPSDE.linear().time_range == (0.0, 1.0) and gd.VPSDE.linear().t_end == 1e-3
     assert gd.VPSDE.cosine().time_range == (0.0, 0.9946)
     assert gd.VPSDE.discrete().time_range == (1e-3, 1.0)

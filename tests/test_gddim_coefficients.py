@@ -1,6 +1,6 @@
 """Multistep coefficients against an independent adaptive quadrature (scipy quad_vec) and the sum rule.
 
-C_kj = int_{t_k}^{t_{k+1}} 1/2 Psi(t_{k+1}, tau) G G^T R^{-T}(tau) l_kj(tau) d tau (MATH.md §3.3);
+C_kj = int_{t_k}^{t_{k+1}} 1/2 Psi(t_{k+1}, tau) G G^T R^{-T}(tau) l_kj(tau) d tau (docs/math §3.3);
 sum_j C_kj = R_{t_{k+1}} - Psi(t_{k+1}, t_k) R_{t_k}.
 """
 

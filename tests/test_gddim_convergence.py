@@ -1,4 +1,4 @@
-"""Convergence order of multistep gDDIM on Gaussian data with S != Sigma_0 (MATH.md §3.3, §8.2).
+"""Convergence order of multistep gDDIM on Gaussian data with S != Sigma_0 (docs/math §3.3, §8.2).
 
 Reference: a DOP853 solve (rtol 1e-12) of the PF ODE with the exact Gaussian score, which does not
 use R or the sampler. The interval [1, 0.1] keeps the solution smooth.

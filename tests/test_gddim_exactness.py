@@ -1,6 +1,6 @@
 """The paper's central claim: with Dirac data and the exact eps_R, deterministic gDDIM is exact.
 
-Reference: the exact probability-flow solution u(t) = m_t + R_t R_T^{-1}(u_T - m_T) (MATH.md §2.4),
+Reference: the exact probability-flow solution u(t) = m_t + R_t R_T^{-1}(u_T - m_T) (docs/math §2.4),
 cross-checked once per diffusion against a DOP853 solve of the PF ODE with the exact score.
 """
 
@@ -76,7 +76,7 @@ def test_exactness_holds_for_any_grid_and_data_point(name, order, nfe, kind, pow
 
 
 def test_cholesky_factor_is_not_exact_on_cld():
-    """With K = L the same sampler misses the exact CLD solution (MATH.md §3.2: error 9.2 at 10 steps)."""
+    """With K = L the same sampler misses the exact CLD solution (docs/math §3.2: error 9.2 at 10 steps)."""
     sde, ev = problem("cld")
     rng = np.random.default_rng(1)
     data = Gaussian(sde, ev, rng.standard_normal(ev))

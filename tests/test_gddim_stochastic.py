@@ -1,7 +1,7 @@
-"""Stochastic gDDIM (MATH.md §4.1, §5.1): DDIM correspondence and exact output laws.
+"""Stochastic gDDIM (docs/math §4.1, §5.1): DDIM correspondence and exact output laws.
 
 The exact output law of the affine sampler on Gaussian data is propagated without Monte Carlo
-(``gddim_numerics.affine_law.output_law``, MATH.md §8.4) and compared with the true marginal.
+(``gddim_numerics.affine_law.output_law``, docs/math §8.4) and compared with the true marginal.
 """
 
 import numpy as np

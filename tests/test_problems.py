@@ -209,7 +209,7 @@ def test_dirac_data_prediction_is_the_point():
 # ---------------------------------------------------------------------- flows
 @pytest.mark.parametrize("name", ["cld", "dense"])
 def test_dirac_eps_R_is_constant_along_reference_flow_but_eps_L_is_not_on_cld(name):
-    """MATH.md §2.4: with S = Sigma_0, eps_R(u(t), t) is constant on probability-flow trajectories."""
+    """docs/math §2.4: with S = Sigma_0, eps_R(u(t), t) is constant on probability-flow trajectories."""
     diffusion, event_shape = SETUPS[name]
     problem = DiracData(diffusion, event_shape, random_mean(np.random.default_rng(3), name))
     x_start = problem.sample_prior(3, np.random.default_rng(4))
@@ -268,7 +268,7 @@ def test_bdm_exact_flow_closed_form_for_mode_diagonal_data():
 
 
 def test_vp_exact_flow_matches_the_scalar_closed_form():
-    """MATH.md §8.2: x(t) = m_t mu + sqrt(C_t / C_s)(x(s) - m_s mu), C_t = m_t^2 s^2 + sigma_t^2."""
+    """docs/math §8.2: x(t) = m_t mu + sqrt(C_t / C_s)(x(s) - m_s mu), C_t = m_t^2 s^2 + sigma_t^2."""
     mu, var = np.array([0.5, -1.0, 2.0]), 0.3
     problem = GaussianData(VP, (3,), mu, var * np.eye(3))
     x_s = np.random.default_rng(7).standard_normal((4, 3))

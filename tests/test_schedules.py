@@ -1,6 +1,6 @@
 r"""Scalar diffusions (VP, VE, BDM) against their textbook closed forms.
 
-Every reference is written here from the definitions in MATH.md §5, evaluated without cancellation
+Every reference is written here from the definitions in docs/math §5, evaluated without cancellation
 (``expm1``, :math:`\cos^2a - \cos^2b = \sin(b - a)\sin(b + a)`); BDM's drift is checked against a
 complex-step derivative of the textbook mean. For these diffusions :math:`R_t = L_t = \sigma_t I`.
 """
@@ -141,7 +141,7 @@ BDM_CASES = {
 
 
 def bdm_textbook(case, t):
-    r"""``(a_t, sigma_t, d_k(t))`` of MATH.md §5.4 for real or complex ``t``; modes ``k = i W + j``.
+    r"""``(a_t, sigma_t, d_k(t))`` of docs/math §5.4 for real or complex ``t``; modes ``k = i W + j``.
 
     gDDIM schedule: :math:`a = \cos\theta`, :math:`\sigma = \sin\theta`, :math:`\theta = \frac{t + 0.004}{1.008}\frac\pi2`.
     BDM schedule: :math:`\lambda = -2\log\tan u`, :math:`u = c_1t + c_0`, so :math:`a = \cos u`, :math:`\sigma = \sin u`.
@@ -197,7 +197,7 @@ def test_bdm_diffusion_is_nonnegative_and_keeps_noise_isotropic(case):
 
 
 def test_bdm_gddim_start_time_solves_the_rho_equation():
-    r""":math:`t_{start}` solves :math:`\bar\alpha = \bar\alpha_0/((80 + \sqrt{1 - \bar\alpha_0})^2 + \bar\alpha_0)` (MATH.md §5.4: :math:`\approx 0.99598`)."""
+    r""":math:`t_{start}` solves :math:`\bar\alpha = \bar\alpha_0/((80 + \sqrt{1 - \bar\alpha_0})^2 + \bar\alpha_0)` (docs/math §5.4: :math:`\approx 0.99598`)."""
     sde = gd.BDM((8, 8))
     a_start, _, _ = bdm_textbook("gddim-8x8", sde.t_start)
     a0, sigma0, _ = bdm_textbook("gddim-8x8", 0.0)

@@ -337,7 +337,7 @@ def test_linear_response_law_matches_output_law(method, options):
     plan = gd.METHODS[method].build(sde, gd.time_grid(sde, 6, "power"), **options)
     mean_start, cov_start = data.marginal(sde.t_start)
 
-    def affine_eps(t):  # exact eps_R = R^T C^{-1} (u - m), written from MATH.md §8.1
+    def affine_eps(t):  # exact eps_R = R^T C^{-1} (u - m), written from docs/math §8.1
         m, c = data.marginal(t)
         w = dense_operator(sde, sde.gddim_factor(t), ev).T @ np.linalg.inv(c)
         return w, -w @ m

@@ -41,7 +41,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-DASK_EXTRA = "pip install 'gddim-numerics[dask]'"
+from gddim_numerics.backends.dask_sampling import DASK_EXTRA
 
 Progress = Callable[[int, int, "TaskOutcome"], None]
 

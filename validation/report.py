@@ -256,7 +256,7 @@ def dirac_table(results: dict) -> Table | None:
     nfe = results["meta"]["options"]["nfe"]
     notes = (f"Largest relative error over NFE ∈ {{{', '.join(map(str, nfe))}}} on a single data point "
              "(deterministic: pathwise; stochastic: exact distance in law).",
-             "gDDIM with K = R is exact for any step size here (MATH.md §3.2) — every order, stochastic or not, and "
+             "gDDIM with K = R is exact for any step size here (docs/math §3.2) — every order, stochastic or not, and "
              f"`{TUNED_SAMPLER}` (data or ε form, any extrapolation variable, with or without the PEC corrector): "
              "expect round-off, ~1e-12. K = L equals K = R on VP and BDM (L = R there) and is not exact on CLD.")
     return Table("Dirac exactness of gDDIM (K = R) vs K = L", notes, ("sampler", "description", *exact), tuple(rows))

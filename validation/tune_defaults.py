@@ -1,4 +1,4 @@
-"""Rerun the study behind ``gddim_numerics.defaults.TUNED`` (see that module's docstring).
+"""Rerun the study behind ``gddim_numerics.defaults.TUNED`` (see that module's docstring)::
 
     python -m gddim_numerics.validation.tune_defaults --kind cld --out DIR  # search on the tuning set, then
                                             # re-measure the top settings at NFE 5..50 and pick per bracket

@@ -14,7 +14,7 @@ from .method import Method
 
 
 def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> StepTables:
-    r"""Ancestral sampling (DDPM; BDM per frequency, MATH.md §5.4) as :class:`StepTables`.
+    r"""Ancestral sampling (DDPM; BDM per frequency, docs/math §5.4) as :class:`StepTables`.
 
     For ``k = 1`` modes with mean coefficient :math:`\alpha_t = \Psi(t, 0)` and variance
     :math:`\sigma_t^2 = \Sigma_t`: draw from the kernel's posterior :math:`q(u_t \mid u_s, \hat u_0)`
@@ -30,7 +30,7 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
     :math:`\mu = \frac{\alpha_{t|s}\sigma^2_{t\to s}}{\sigma^2_{t|s}}y_t
     + \frac{\sigma^2_{t\to s}}{\alpha_{t|s}\sigma_s^2}(y_t - \sigma_t\hat\epsilon)`,
     :math:`\sigma^2_{t\to s} = (\sigma_s^{-2} + \alpha_{t|s}^2/\sigma_{t|s}^2)^{-1}`, per frequency; it equals
-    stochastic gDDIM with λ = 1 (MATH.md §4.1, §5.4). Denominators are not clipped: a step whose
+    stochastic gDDIM with λ = 1 (docs/math §4.1, §5.4). Denominators are not clipped: a step whose
     signal-to-noise ratio does not decrease is refused.
 
     Raises

@@ -53,7 +53,7 @@ def score_gain(diffusion: LinearDiffusion, times: np.ndarray) -> np.ndarray:
 def probability_flow_coefficients(diffusion: LinearDiffusion, times, output: str = "eps_R"):
     r"""Per-mode ``(V_u, V_y)`` of the probability-flow velocity at ``times``.
 
-    The PF ODE (MATH.md §2.1, λ = 0) in the network's output ``y`` (MATH.md §6):
+    The PF ODE (docs/math §2.1, λ = 0) in the network's output ``y`` (docs/math §6):
 
     .. math::
         \dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u) = F_t u + \tfrac12 G_tG_t^\top R_t^{-\top}\epsilon_R

@@ -14,7 +14,7 @@ from .method import Method
 
 
 def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "eps_R") -> StepTables:
-    r"""Euler–Maruyama on the λ-family reverse SDE (MATH.md §2.1) as :class:`StepTables`.
+    r"""Euler–Maruyama on the λ-family reverse SDE (docs/math §2.1) as :class:`StepTables`.
 
     The reverse SDE :math:`du = [F_tu - \tfrac{1+\lambda^2}{2}G_tG_t^\top\nabla\log p_t(u)]\,dt
     + \lambda G_t\,d\bar w`, frozen at the step's start ``s`` over :math:`\Delta t = t - s < 0`:
@@ -26,7 +26,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     with the symmetric PSD square root as noise factor (any factor gives the same law). ``lam = 0``
     is probability-flow Euler (no noise); ``lam = 1`` the usual reverse SDE.
 
-    The authors' code (``cld_jax/sampling.py:get_em_sampler``, MATH.md §4.2) weights the score by
+    The authors' code (``cld_jax/sampling.py:get_em_sampler``, docs/math §4.2) weights the score by
     :math:`(1+\lambda)/2` instead of :math:`(1+\lambda^2)/2`; the two agree only for λ ∈ {0, 1},
     and only the latter keeps the marginals :math:`p_t` for every λ. Their paper's Table 2 EM row
     comes from the code's weighting.

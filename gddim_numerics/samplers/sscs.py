@@ -34,13 +34,13 @@ def sscs_half_step(diffusion: CLD, s, t) -> tuple[np.ndarray, np.ndarray]:
       :math:`\tilde A = -(A + Q\Sigma_\infty^{-1})` — for CLD
       :math:`dx = -M^{-1}v\,\beta dr`, :math:`dv = (x - \Gamma M^{-1}v)\beta dr + \sqrt{2\Gamma\beta}\,dw`;
     * S: :math:`du = \beta Q(\nabla\log p + \Sigma_\infty^{-1}u)\,dr` — for CLD
-      :math:`dv = 2\Gamma\beta(s_v + M^{-1}v)\,dr` (MATH.md §4.3).
+      :math:`dv = 2\Gamma\beta(s_v + M^{-1}v)\,dr` (docs/math §4.3).
 
     A is a constant-coefficient linear SDE in the time :math:`b = B(s) - B(t)` (:math:`B = \int\beta`),
     so its exact transition is Gaussian: :math:`u \mapsto \Phi u + N(0, P)` with
     :math:`\Phi = e^{b\tilde A}` and :math:`P = \int_0^b e^{r\tilde A}Qe^{r\tilde A^\top}dr`, the
     Van Loan block exponential (:meth:`ConstantCoefficientSDE.van_loan`) iterated over ``n``
-    sub-steps with :math:`\|\tilde A\|\,b/n \le 1` (MATH.md §1.3):
+    sub-steps with :math:`\|\tilde A\|\,b/n \le 1` (docs/math §1.3):
     :math:`P \leftarrow \Phi_h P\Phi_h^\top + Q_d(h)`. (A is the time reversal of the stationary
     forward diffusion, so also :math:`\Phi = \Sigma_\infty\Psi(s,t)^\top\Sigma_\infty^{-1}` and
     :math:`P = \Sigma_\infty - \Phi\Sigma_\infty\Phi^\top` — a cross-check, used in the tests.)
@@ -64,7 +64,7 @@ def sscs_half_step(diffusion: CLD, s, t) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SSCS(FrozenPlan):
-    r"""CLD's symmetric splitting sampler (Dockhorn et al. 2022; MATH.md §4.3).
+    r"""CLD's symmetric splitting sampler (Dockhorn et al. 2022; docs/math §4.3).
 
     Per step from ``s`` to ``t`` (mid time :math:`m = (s+t)/2`, :math:`\Delta r = s - t`), with the
     split of :func:`sscs_half_step`:
@@ -79,7 +79,7 @@ class SSCS(FrozenPlan):
     only the velocity). The half steps split the step at the time midpoint, as both codes do.
     Noise draws ``2k`` and ``2k + 1`` serve step ``k`` (a ``noise(index, shape)`` callable sees these
     indices). A callback's ``StepInfo.x`` is :math:`v`, the state the network saw. The reference
-    codes use ``denoise=True`` (MATH.md §3.6).
+    codes use ``denoise=True`` (docs/math §3.6).
 
     Raises
     ------
