@@ -100,6 +100,10 @@ def run_tables(diffusion: LinearDiffusion, tables: StepTables, eps_fn: Callable,
                    stochastic=tables.stochastic, rng=rng, noise=noise)
     xp, work, out_dtype, dev, shape, kern, op = (run.xp, run.work_dtype, run.out_dtype, run.device, run.shape,
                                                  run.kern, run.op)
+    declared, planned = getattr(eps_fn, "output", None), tables.info.get("output")
+    if isinstance(declared, str) and planned is not None and declared != planned:
+        raise ValueError(f"eps_fn returns output {declared!r} but the plan was built for output={planned!r}; "
+                         f"build it with output=eps_fn.output")
 
     if op.transforms:
         def to_modes(v: Any) -> Any:

@@ -11,6 +11,7 @@ from .cld import CLD
 from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import GRID_KINDS, check_grid, time_grid
 from .linear_sde import ConstantCoefficientSDE, LinearSDE
+from .model_time import timestep_grid
 from .samplers.gddim import GDDIM
 from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
@@ -21,6 +22,17 @@ from .ve import VESDE
 from .vp import VPSDE
 
 __version__ = "0.1.0"
+
+#: names served on first use from :mod:`gddim_numerics.backends` (``import gddim_numerics`` loads no backend)
+_LAZY = {"wrap_model": "adapters", "ModelAdapter": "adapters", "GDDIMScheduler": "scheduler"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"gddim_numerics.backends.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'gddim_numerics' has no attribute {name!r}")
 
 __all__ = [
     "DiracData",
@@ -36,6 +48,7 @@ __all__ = [
     "plan",
     "sample",
     "time_grid",
+    "timestep_grid",
     "BDM",
     "CLD",
     "ConstantCoefficientSDE",

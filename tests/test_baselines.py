@@ -475,7 +475,7 @@ def test_sscs_needs_cld(sde):
 
 @pytest.mark.parametrize("make, match", [
     (lambda vp: em_mod.em(vp, [1.0, 0.5], lam=-0.5), "lam"),
-    (lambda vp: em_mod.em(vp, [1.0, 0.5], output="v"), "eps_R"),
+    (lambda vp: em_mod.em(vp, [1.0, 0.5], output="x0"), "eps_R"),
     (lambda vp: heun_mod.Heun(vp, [1.0, 0.5, 0.0]), "final_euler"),
     (lambda vp: anc_mod.ancestral(vp, [1.0, 0.5, 0.0], denoise=True), "t_end > 0"),
     (lambda vp: ivp_mod.ProbabilityFlowIVP(vp, "RK4"), "solver"),

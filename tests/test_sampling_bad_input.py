@@ -42,7 +42,7 @@ def test_negative_lambda(vp):
 def test_unknown_output_and_variable(vp):
     """Unknown network output types and extrapolation variables list the valid ones."""
     with pytest.raises(ValueError, match="eps_R"):
-        gd.GDDIM(vp, [1.0, 0.5, 0.1], output="v")
+        gd.GDDIM(vp, [1.0, 0.5, 0.1], output="x0")
     with pytest.raises(ValueError, match="sqrt_t"):
         gd.GDDIM(vp, [1.0, 0.5, 0.1], order=2, variable="cube")
     with pytest.raises(ValueError, match="monotone"):

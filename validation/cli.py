@@ -28,6 +28,7 @@ import gddim_numerics.backends
 
 from . import files, report
 from .bench import add_parser as add_bench
+from .digits import add_parser as add_demo
 from .executor import TaskOutcome, add_execution_arguments, execution_from_args
 from .family import add_parser as add_family
 from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
@@ -85,7 +86,7 @@ def add_validate(subparsers) -> None:
 
 
 # Each subcommand adds itself here; e.g. a ``bench`` command: add_bench(subparsers) -> func=run_bench.
-SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench, add_family)
+SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench, add_family, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,7 @@ def ancestral_tables(diffusion: LinearDiffusion, ts, output: str = "eps_R") -> S
         If the diffusion has ``k > 1`` blocks (e.g. CLD): use ``"em"`` or ``"gddim"`` with ``lam=1``.
     """
     diffusion = check_diffusion(diffusion)
-    check_output_type(output)
+    check_output_type(output, diffusion)
     if diffusion.block_size != 1:
         raise ValueError(
             f"ancestral sampling needs a diffusion with k = 1 modes (VP, VE, BDM); {diffusion!r} has "

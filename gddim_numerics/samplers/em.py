@@ -33,7 +33,7 @@ def em_tables(diffusion: LinearDiffusion, ts, lam: float = 1.0, output: str = "e
     """
     diffusion = check_diffusion(diffusion)
     lam = check_lam(lam)
-    check_output_type(output)
+    check_output_type(output, diffusion)
     ts = check_grid(diffusion, ts)
     s = ts[:-1]
     dt = (ts[1:] - s)[:, None, None, None]

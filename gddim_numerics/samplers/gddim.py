@@ -89,7 +89,7 @@ class GDDIM:
         set_("lam", lam)
         set_("order", _check_order((1 if lam > 0 else DEFAULT_ORDER) if self.order is None else self.order))
         check_factor(self.factor)
-        set_("output", check_output_type(self.output))
+        set_("output", check_output_type(self.output, self.diffusion))
         for name in ("denoise", "lower_order_final", "corrector"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):

@@ -44,7 +44,7 @@ class Heun(FrozenPlan):
     def __init__(self, diffusion: LinearDiffusion, ts, output: str = "eps_R", denoise: bool = False,
                  final_euler: bool = False):
         self.diffusion = check_diffusion(diffusion)
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         self.denoise, self.final_euler = bool(denoise), bool(final_euler)
         self.ts = checked_grid(diffusion, ts, self.denoise)
         s, t = self.ts[:-1], self.ts[1:]

@@ -71,7 +71,7 @@ class ProbabilityFlowIVP(FrozenPlan):
                                     or max_nfe < 1 + int(self.denoise)):
             raise ValueError(f"max_nfe must be None or an integer >= {1 + int(self.denoise)}; got {max_nfe!r}")
         self.max_nfe = None if max_nfe is None else int(max_nfe)
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         t0 = diffusion.t_start if t_start is None else t_start
         t1 = diffusion.t_end if t_end is None else t_end
         self.ts = checked_grid(diffusion, [t0, t1], self.denoise)

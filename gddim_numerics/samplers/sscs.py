@@ -92,7 +92,7 @@ class SSCS(FrozenPlan):
             raise ValueError(f"sscs (symmetric splitting) is CLD's sampler and needs a gd.CLD diffusion; got "
                              f"{diffusion!r}. Use method='em' or 'gddim' for other diffusions")
         self.diffusion = diffusion
-        self.output = check_output_type(output)
+        self.output = check_output_type(output, diffusion)
         self.denoise = bool(denoise)
         self.ts = checked_grid(diffusion, ts, self.denoise)
         s, t = self.ts[:-1], self.ts[1:]
