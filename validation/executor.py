@@ -239,7 +239,7 @@ def _run_on(client, tasks: list[Task], progress: Progress | None) -> list[TaskOu
         outcomes: dict[Hashable, TaskOutcome] = {}
         for done, future in enumerate(as_completed(list(futures.values()), loop=client.loop), start=1):
             task = task_of[future.key]
-            outcomes[task.key] = outcome = _fetch(task, future, futures)
+            outcomes[task.key] = outcome = _fetch(task, future, futures, outcomes)
             if progress is not None:
                 progress(done, len(tasks), outcome)
     except BaseException:
@@ -248,15 +248,16 @@ def _run_on(client, tasks: list[Task], progress: Progress | None) -> list[TaskOu
     return [outcomes[t.key] for t in tasks]
 
 
-def _fetch(task: Task, future, futures: dict) -> TaskOutcome:
+def _fetch(task: Task, future, futures: dict, outcomes: dict) -> TaskOutcome:
     """The outcome of a completed future; if Dask could not compute it (its worker died too often: ``KilledWorker``;
-    it was cancelled; a needed one was), an outcome that says so."""
+    it was cancelled; a needed one was), an outcome that says so. A needed task failed if its outcome says so, or,
+    not collected yet, if its future erred (a value lost with its worker is recomputed: that is no failure)."""
     if future.status == "finished":
         try:
             return future.result()
         except Exception:  # noqa: BLE001  (the worker holding the value died and the rerun failed: reported below)
             pass
-    failed = [k for k in task.needs if futures[k].status != "finished"]
+    failed = [k for k in task.needs if (not outcomes[k].ok if k in outcomes else futures[k].status == "error")]
     if failed:
         return TaskOutcome(task.key, error=f"not run: needed task {failed[0]!r} failed")
     if future.status == "cancelled":
