@@ -122,7 +122,7 @@ def test_quick_command(tmp_path, capsys):
     assert (out / "DIGITS.md").read_text().startswith("# Trained networks")
     assert len(list((cache / "digits").glob("*.pt"))) == 3
     vp = results["diffusions"]["vp"]["rows"]
-    assert {r["sampler"] for r in vp} >= {"gddim_q2", "gddim_tuned", "em", "DDIM"}
+    assert {r["sampler"] for r in vp} >= {"gddim_q2", "gddim_auto", "em", "DDIM"}
     assert all(r["nfe"] in (5, 10, 20) or r["kind"] == "rk45" for r in vp)
     assert {t["diffusion"] for t in results["targets"]} == {"vp", "cld", "bdm"}
 

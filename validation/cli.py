@@ -55,7 +55,7 @@ def add_validate(subparsers) -> None:
         "validate", help="convergence / exactness study of every sampler on exact-score problems",
         description="Run samplers x diffusions x NFE on exact-score problems (Gaussian, Gaussian mixture, Dirac "
                     "data), print error-vs-NFE tables, mode switches on the mixture, fitted convergence orders, Dirac "
-                    "exactness, the tuned defaults' error ÷ the paper scheme's, and NFE to reach a target error, "
+                    "exactness, the problem-aware gddim_auto's error ÷ the paper scheme's, and NFE to reach a target error, "
                     "and write the same as JSON plus log-log PNG plots.")
     p.add_argument("--diffusions", nargs="+", type=_names, metavar="NAME",
                    help=f"diffusions to study (default: all of {', '.join(DIFFUSIONS)})")
@@ -72,7 +72,7 @@ def add_validate(subparsers) -> None:
     p.add_argument("--target", type=float, metavar="REL_ERR", help="relative error of the 'NFE to reach' table (default 1e-3)")
     p.add_argument("--data-std", type=float, metavar="STD", help="scale of the data covariances (default 0.2)")
     p.add_argument("--grid-power", type=float, metavar="P",
-                   help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid; gddim_tuned uses its own)")
+                   help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid; gddim_auto chooses its own)")
     p.add_argument("--quick", action="store_true",
                    help="every code path in about 30 s on 2 cores (NFE 5 10 20, fewer samples); try this first")
     p.add_argument("--out", default="gddim-validation", metavar="DIR",

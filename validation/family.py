@@ -37,7 +37,7 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 results do not depend on the order of execution.
 
 Cost: the references dominate (a BDM 16×16 mixture takes minutes; most problems seconds). The
-default run (204 problems × ``paper_q3``, ``gddim_tuned`` × 4 NFE) took 3900 task-seconds on a
+run of 204 problems × ``paper_q3`` and the retired ``gddim_tuned`` × 4 NFE took 3900 task-seconds on a
 loaded 2-core machine (load average ~11); ``--quick`` about 45 s there.
 """
 
@@ -215,9 +215,8 @@ def method_names() -> list[str]:
 
 
 def default_methods() -> tuple[str, ...]:
-    """``paper_q3``, ``gddim_tuned`` (while it exists) and every ``gddim_auto`` variant (once it exists)."""
-    tuned = ("gddim_tuned",) if "gddim_tuned" in gd.METHODS else ()
-    return (PAPER, *tuned, *(AUTO_VARIANTS if auto_available() else ()))
+    """``paper_q3`` and every ``gddim_auto`` variant."""
+    return (PAPER, *(AUTO_VARIANTS if auto_available() else ()))
 
 
 def check_methods(names: Sequence[str]) -> tuple[str, ...]:
@@ -343,7 +342,7 @@ def add_parser(subparsers) -> None:
                     f"robust start points, and report each method's error ÷ {PAPER}'s per NFE and diffusion kind.")
     p.add_argument("--methods", nargs="+", metavar="NAME",
                    help=f"methods: {PAPER}, any of gd.METHODS, or a gddim_auto variant ({', '.join(AUTO_VARIANTS)}); "
-                        f"{PAPER} is always run (default: {PAPER}, gddim_tuned and every gddim_auto variant available)")
+                        f"{PAPER} is always run (default: {PAPER} and every gddim_auto variant)")
     p.add_argument("--problems", type=int, metavar="N", help=f"number of problems (default {DEFAULT_PROBLEMS})")
     p.add_argument("--first-seed", type=int, metavar="S", help=f"seed of the first problem (default {FIRST_SEED})")
     p.add_argument("--nfe", nargs="+", type=int, metavar="N",
