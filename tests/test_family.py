@@ -103,7 +103,8 @@ def test_unknown_or_unavailable_methods_are_refused():
 
 def test_quick_cli_run_writes_consistent_json(tmp_path, capsys):
     status = main(["family", "--quick", "--first-seed", "1002", "--problems", "2", "--points", "4",
-                   "--methods", "paper_q3", "gddim", "--nfe", "5", "20", "--out", str(tmp_path), "--no-progress"])
+                   "--methods", "paper_q3", "gddim", "--nfe", "5", "20", "--out", str(tmp_path), "--no-progress",
+                   "--workers", "1"])
     assert status == 0
     saved = json.loads((tmp_path / "family.json").read_text())
     cfg = saved["config"]

@@ -22,10 +22,11 @@ TUNED = analysis.TUNED_SAMPLER
 # ------------------------------------------------------------------------------------ quick run
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """``validate --quick`` run in-process into a fresh folder (with plots and a README)."""
+    """``validate --quick`` run serially in-process into a fresh folder (with plots and a README)."""
     root = tmp_path_factory.mktemp("quick")
     out, readme = root / "out", root / "README.md"
-    status = main(["validate", "--quick", "--no-progress", "--out", str(out), "--write-readme", str(readme)])
+    status = main(["validate", "--quick", "--no-progress", "--workers", "1", "--out", str(out), "--write-readme",
+                   str(readme)])
     return status, out, readme, json.loads((out / "results.json").read_text())
 
 
@@ -123,6 +124,18 @@ def test_quick_run_tuned_vs_paper(quick_run):
         assert r["ratio_gddim_q3"] == pytest.approx(tuned / q3, rel=1e-12)  # measured 0
         assert r["met"] == (tuned / q2 <= block["targets"][r["diffusion"]])
         assert r[f"{TUNED}_mode_switch"] == series[TUNED]["mode_switch"][i]
+
+
+def test_quick_run_on_two_dask_workers_gives_the_serial_json(quick_run, tmp_path):
+    """``validate --quick --workers 2`` (a 2-process LocalCluster, tasks in another order and place) writes the serial
+    run's results.json, every entry bit for bit (Monte Carlo ones included: seeds per task), the run time aside."""
+    pytest.importorskip("distributed")
+    assert main(["validate", "--quick", "--no-progress", "--no-plots", "--workers", "2", "--out", str(tmp_path)]) == 0
+    parallel = json.loads((tmp_path / "results.json").read_text())
+    serial = quick_run[3]
+    assert parallel["meta"].pop("elapsed_s") > 0
+    assert json.dumps(parallel, sort_keys=True) == json.dumps({**serial, "meta": {
+        k: v for k, v in serial["meta"].items() if k != "elapsed_s"}}, sort_keys=True)
 
 
 # ------------------------------------------------------------------------------------ snapshot
@@ -386,8 +399,10 @@ def test_study_tasks_share_the_reference_and_do_not_depend_on_order():
     assert [t.key for t in tasks] == [("vp", k, n) for k in ("mixture", "gaussian")
                                       for n in ("reference", "gddim_q2", "gddim_lam1")]
     assert all(t.needs == (t.key[:2] + ("reference",),) for t in tasks if t.key[2] != "reference")
-    forward = {o.key: pickle.loads(pickle.dumps(o.value)) for o in run_tasks(tasks)}  # values travel to workers
-    backward = {o.key: o.value for o in run_tasks([tasks[3], tasks[5], tasks[4], tasks[0], tasks[2], tasks[1]])}
+    forward = {o.key: pickle.loads(pickle.dumps(o.value))  # values travel to workers
+               for o in run_tasks(tasks, workers=1)}
+    backward = {o.key: o.value for o in run_tasks([tasks[3], tasks[5], tasks[4], tasks[0], tasks[2], tasks[1]],
+                                                  workers=1)}
     for key, value in forward.items():
         if key[2] != "reference":
             assert value == backward[key], key

@@ -8,7 +8,9 @@ Subcommands
 
 A subcommand is a function ``add_<name>(subparsers)`` that adds its parser and sets ``func`` (the
 function ``func(args) -> exit status``); :func:`build_parser` calls each. Bad input exits with
-status 2 and a message on stderr, before any work is done and without writing anything.
+status 2 and a message on stderr, before any work is done and without writing anything; Ctrl-C
+exits with status 130 and writes nothing. ``--workers N`` / ``--scheduler ADDRESS`` choose where
+the study's tasks run (:mod:`.executor`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import gddim_numerics.backends
 from . import files, report
 from .bench import add_parser as add_bench
 from .digits import add_parser as add_demo
-from .executor import TaskOutcome
+from .executor import TaskOutcome, add_execution_arguments, execution_from_args
 from .family import add_parser as add_family
 from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
                     resolve_samplers, run_study, study_tasks)
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PACKAGE_DIRS = tuple(Path(f).parent for f in (gddim_numerics.__file__, gddim_numerics.backends.__file__, __file__))
 
 
@@ -78,6 +81,7 @@ def add_validate(subparsers) -> None:
                    help="also write the report as a README (e.g. validation/README.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(p)
     p.set_defaults(func=run_validate)
 
 
@@ -117,10 +121,14 @@ def run_validate(args: argparse.Namespace) -> int:
         out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
         readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
         prepare_cases(config)  # bad problem parameters fail here, before any work
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         return _usage_error(args.command, str(err))
     plots = not args.no_plots and _have("matplotlib", "plots", "--no-plots", "plot")
-    results = run_study(config, None if args.no_progress else _section_progress(config))
+    try:
+        results = run_study(config, None if args.no_progress else _section_progress(config), **execution)
+    except ConnectionError as err:
+        return _usage_error(args.command, str(err))
     markdown = report.render_report(results)
     print(markdown)
     names = files.write_outputs(results, out, markdown, plots)
@@ -188,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help / --version (0) or an argparse usage error (2)
         return int(done.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # the Dask cluster is closed by then, and the output is written only at the end
+        print(f"{PROG} {args.command}: interrupted; nothing written", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from . import files
 from .digits_report import collect, plot_errors, plot_samples, render
 from .digits_runs import DigitsConfig, tasks
 from .digits_train import DEFAULT_CACHE, DIFFUSIONS, load_split
-from .executor import run_tasks
+from .executor import add_execution_arguments, execution_from_args, run_tasks
 
 PROG = "gddim-numerics demo digits"
 
@@ -48,6 +48,7 @@ def add_parser(subparsers) -> None:
                    help=f"diffusions to run (default: all of {', '.join(DIFFUSIONS)})")
     p.add_argument("--write-readme", metavar="PATH", help="also write the report to PATH (e.g. validation/DIGITS.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs (no matplotlib needed)")
+    add_execution_arguments(p)
     p.set_defaults(func=run_digits)
 
 
@@ -71,12 +72,13 @@ def run_digits(args: argparse.Namespace) -> int:
         out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
         readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
         cache = files.check_writable_folder(args.cache, forbidden=PACKAGE_DIRS)
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         return _usage_error("demo digits", str(err))
     config = DigitsConfig.quick() if args.quick else DigitsConfig()
     if args.diffusions:
         config = replace(config, diffusions=tuple(dict.fromkeys(args.diffusions)))
-    results, markdown = run_and_render(config, Path(out), Path(cache), _command(args), not args.no_plots)
+    results, markdown = run_and_render(config, Path(out), Path(cache), _command(args), not args.no_plots, **execution)
     print(markdown)
     if readme is not None:
         files.write_text_atomic(readme, markdown)
@@ -84,8 +86,10 @@ def run_digits(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_and_render(config: DigitsConfig, out: Path, cache: Path, command: str, plots: bool) -> tuple[dict, str]:
-    """Run the demo, write its outputs to ``out``; ``(results, markdown)``.
+def run_and_render(config: DigitsConfig, out: Path, cache: Path, command: str, plots: bool, *,
+                   workers: int | None = None, scheduler: str | None = None) -> tuple[dict, str]:
+    """Run the demo, write its outputs to ``out``; ``(results, markdown)``. ``workers``/``scheduler``: where the
+    tasks run (:func:`~.executor.run_tasks`).
 
     BLAS and torch run on one thread: the matrices are tiny, and extra threads only add contention.
     """
@@ -102,7 +106,7 @@ def run_and_render(config: DigitsConfig, out: Path, cache: Path, command: str, p
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            outcomes = run_tasks(tasks(config, cache), progress=progress)
+            outcomes = run_tasks(tasks(config, cache), workers=workers, scheduler=scheduler, progress=progress)
             classifier = next(o for o in outcomes if o.key == ("classifier",))
             train_images, _, held_images, _ = load_split()
             real_fd = classifier.value.frechet(train_images[:config.n_samples]) if classifier.ok else None

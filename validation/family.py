@@ -56,7 +56,7 @@ import numpy as np
 import gddim_numerics as gd
 from gddim_numerics.layout import dense_operator
 
-from .executor import Task, TaskOutcome, run_tasks
+from .executor import Task, TaskOutcome, add_execution_arguments, execution_from_args, run_tasks
 from .family_problems import FAMILY_KINDS, FIRST_SEED, FamilyProblem, family_seeds, make_problem
 from .measures import final_components
 
@@ -323,10 +323,12 @@ def _json_float(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-def run_family(config: FamilyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None) -> dict:
-    """Run the benchmark of ``config`` (checked first) and return :func:`collect`'s results."""
+def run_family(config: FamilyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None, *,
+               workers: int | None = None, scheduler: str | None = None) -> dict:
+    """Run the benchmark of ``config`` (checked first) and return :func:`collect`'s results; ``workers`` and
+    ``scheduler`` say where the tasks run (:func:`~.executor.run_tasks`), not what they give."""
     config = config.checked()
-    outcomes = run_tasks(build_tasks(config), progress=progress)
+    outcomes = run_tasks(build_tasks(config), workers=workers, scheduler=scheduler, progress=progress)
     return collect(config, outcomes)
 
 
@@ -352,6 +354,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="gddim-family", metavar="DIR",
                    help="output folder for family.json and family.md (default ./gddim-family)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(p)
     p.set_defaults(func=run_command)
 
 
@@ -387,10 +390,15 @@ def run_command(args) -> int:
     try:
         config = config_from_args(args)
         out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         print(f"{PROG} family: error: {err}", file=sys.stderr)
         return 2
-    results = run_family(config, _progress_printer(not args.no_progress))
+    try:
+        results = run_family(config, _progress_printer(not args.no_progress), **execution)
+    except ConnectionError as err:
+        print(f"{PROG} family: error: {err}", file=sys.stderr)
+        return 2
     summary = summarize(results)
     markdown = render_report(results, summary)
     print(markdown)

@@ -298,9 +298,10 @@ def _diffusion(name: str) -> gd.LinearDiffusion:
     return DIFFUSIONS[name].make()
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=len(DIFFUSIONS) * len(DATA_KINDS))
 def _case(name: str, kind: str, seed: int, data_std: float) -> Case:
-    """The problem of a task, kept for the next task on the same problem (it shares the problem's table cache)."""
+    """The problem of a task, kept for the next tasks on the same problem (it shares the problem's table cache);
+    every problem is kept: a Dask worker runs the problems' tasks interleaved."""
     diffusion = _diffusion(name)
     return Case(name, diffusion, make_problems(name, diffusion, (kind,), seed, data_std))
 
@@ -336,7 +337,8 @@ def study_tasks(config: StudyConfig) -> list[Task]:
     return tasks
 
 
-def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None) -> dict:
+def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None, *,
+              workers: int | None = None, scheduler: str | None = None) -> dict:
     """Run the study and return every number as plain dicts (the JSON of the ``validate`` command).
 
     Parameters
@@ -345,6 +347,9 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
         What to run (checked here).
     progress : callable, optional
         ``progress(done, total, outcome)`` after each task of :func:`study_tasks`.
+    workers, scheduler
+        Where the tasks run (:func:`~.executor.run_tasks`: default a local Dask cluster, one
+        process per core; ``workers=1`` serially here); the numbers do not depend on it.
 
     Returns
     -------
@@ -358,7 +363,8 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
     """
     config.check()
     started = time.perf_counter()
-    outcomes = {o.key: o for o in run_tasks(study_tasks(config), progress=progress)}
+    outcomes = {o.key: o for o in run_tasks(study_tasks(config), workers=workers, scheduler=scheduler,
+                                                    progress=progress)}
     results: dict = {}
     failures = [{"task": "/".join(k), "error": o.error} for k, o in outcomes.items() if not o.ok]
     for (d, kind, name), outcome in outcomes.items():
