@@ -16,7 +16,10 @@ from .samplers.gddim import GDDIM
 from .problems import DiracData, GaussianData, GaussianMixture
 from .result import SampleResult, StepInfo
 from .samplers import METHODS, Method
+from .auto import auto_plan
 from .sampling import plan, sample
+from .statistics import DataStatistics
+from .surrogate import surrogate_error
 from .schedules import CosineSchedule, DiscreteSchedule, LinearBetaSchedule, NoiseSchedule, TanLogSNRSchedule
 from .ve import VESDE
 from .vp import VPSDE
@@ -35,6 +38,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gddim_numerics' has no attribute {name!r}")
 
 __all__ = [
+    "DataStatistics",
+    "auto_plan",
+    "surrogate_error",
     "DiracData",
     "GDDIM",
     "GaussianData",

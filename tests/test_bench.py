@@ -157,9 +157,9 @@ def test_missing_backends_are_reported_with_reasons(monkeypatch):
 def test_unregistered_gddim_method_is_skipped(monkeypatch):
     """A gDDIM entry whose method is not registered is reported as skipped; the other entries run."""
     pytest.importorskip("diffusers")
-    monkeypatch.delitem(gd.METHODS, "gddim_tuned")
+    monkeypatch.delitem(gd.METHODS, "gddim_auto")
     out = peers.peer_accuracy(nfes=(5,), peers=(), n_states=2, rtol=1e-8)
-    assert "not registered" in out["skipped"]["gddim_tuned"]
+    assert "not registered" in out["skipped"]["gddim_auto"]
     assert {r["sampler"] for r in out["gddim"]} == {"gddim", "gddim q3"}
 
 

@@ -95,7 +95,7 @@ def test_relative_error_uses_only_robust_rows_and_flags_non_finite():
 def test_unknown_or_unavailable_methods_are_refused():
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         family.check_methods(["nope"])
-    assert family.check_methods(["gddim_tuned"])[0] == "paper_q3"
+    assert family.check_methods(["gddim"])[0] == "paper_q3"
     if not family.auto_available():
         with pytest.raises(ValueError, match="DataStatistics"):
             family.check_methods(["auto_scaled3"])
@@ -103,11 +103,12 @@ def test_unknown_or_unavailable_methods_are_refused():
 
 def test_quick_cli_run_writes_consistent_json(tmp_path, capsys):
     status = main(["family", "--quick", "--first-seed", "1002", "--problems", "2", "--points", "4",
-                   "--methods", "paper_q3", "gddim_tuned", "--nfe", "5", "20", "--out", str(tmp_path), "--no-progress"])
+                   "--methods", "paper_q3", "gddim", "--nfe", "5", "20", "--out", str(tmp_path), "--no-progress",
+                   "--workers", "1"])
     assert status == 0
     saved = json.loads((tmp_path / "family.json").read_text())
     cfg = saved["config"]
-    assert cfg["methods"] == ["paper_q3", "gddim_tuned"] and cfg["nfe"] == [5, 20] and cfg["points"] == 4
+    assert cfg["methods"] == ["paper_q3", "gddim"] and cfg["nfe"] == [5, 20] and cfg["points"] == 4
     assert [p["seed"] for p in saved["problems"]] == [1002, 1003]
     for p in saved["problems"]:
         assert p["kind"] == make_problem(p["seed"]).kind and 0 <= p["excluded"] <= 4
@@ -115,11 +116,11 @@ def test_quick_cli_run_writes_consistent_json(tmp_path, capsys):
         assert all(0 < e < 1 for e in paper) and paper[1] < paper[0]  # converging with NFE
     summary = saved["summary"]
     assert summary == json.loads(json.dumps(summarize(saved)))  # the stored summary is that of the stored errors
-    ratios = [p["errors"]["gddim_tuned"][1] / p["errors"]["paper_q3"][1] for p in saved["problems"]]
-    stats = summary["overall"]["gddim_tuned"][1]
+    ratios = [p["errors"]["gddim"][1] / p["errors"]["paper_q3"][1] for p in saved["problems"]]
+    stats = summary["overall"]["gddim"][1]
     assert stats["median"] == pytest.approx(float(np.median(ratios)), rel=1e-12)
     assert stats["worst"] == pytest.approx(max(ratios), rel=1e-12) and stats["losses"] == sum(r > 1 for r in ratios)
-    assert "gddim_tuned" in (tmp_path / "family.md").read_text()
+    assert "gddim" in (tmp_path / "family.md").read_text()
     assert main(["family", "--methods", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown method" in capsys.readouterr().err
 

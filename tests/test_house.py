@@ -129,13 +129,11 @@ def test_loop_matches_the_reference_step(case):
 
 
 def test_a_method_supplies_its_grid_and_accepts_the_callers():
-    from gddim_numerics.defaults import tuned_plan
-
-    sde = gd.CLD()
-    own = gd.plan(sde, "gddim_tuned", nfe=10)
-    np.testing.assert_array_equal(own.ts, tuned_plan(sde, 10).ts)
-    user = gd.time_grid(sde, 10, "uniform")
-    np.testing.assert_array_equal(gd.plan(sde, "gddim_tuned", nfe=10, grid=user).ts, user)
+    sde = gd.VPSDE.linear()
+    own = gd.plan(sde, "gddim_auto", nfe=6)
+    np.testing.assert_array_equal(own.ts, gd.auto_plan(sde, 6).ts)
+    user = gd.time_grid(sde, 6, "uniform")
+    np.testing.assert_array_equal(gd.plan(sde, "gddim_auto", nfe=6, grid=user).ts, user)
     heun = gd.plan(sde, "heun", nfe=10, grid="uniform")
     assert heun.nfe == 10
     np.testing.assert_array_equal(heun.ts, gd.time_grid(sde, 5, "uniform"))

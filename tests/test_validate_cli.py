@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
-from gddim_numerics import defaults
+from gddim_numerics import auto
 from gddim_numerics.affine_law import output_law
 from gddim_numerics.layout import dense_operator
 from gddim_numerics.validation import analysis, measures, plots, report, study, study_problems
@@ -22,10 +22,11 @@ TUNED = analysis.TUNED_SAMPLER
 # ------------------------------------------------------------------------------------ quick run
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """``validate --quick`` run in-process into a fresh folder (with plots and a README)."""
+    """``validate --quick`` run serially in-process into a fresh folder (with plots and a README)."""
     root = tmp_path_factory.mktemp("quick")
     out, readme = root / "out", root / "README.md"
-    status = main(["validate", "--quick", "--no-progress", "--out", str(out), "--write-readme", str(readme)])
+    status = main(["validate", "--quick", "--no-progress", "--workers", "1", "--out", str(out), "--write-readme",
+                   str(readme)])
     return status, out, readme, json.loads((out / "results.json").read_text())
 
 
@@ -125,6 +126,18 @@ def test_quick_run_tuned_vs_paper(quick_run):
         assert r[f"{TUNED}_mode_switch"] == series[TUNED]["mode_switch"][i]
 
 
+def test_quick_run_on_two_dask_workers_gives_the_serial_json(quick_run, tmp_path):
+    """``validate --quick --workers 2`` (a 2-process LocalCluster, tasks in another order and place) writes the serial
+    run's results.json, every entry bit for bit (Monte Carlo ones included: seeds per task), the run time aside."""
+    pytest.importorskip("distributed")
+    assert main(["validate", "--quick", "--no-progress", "--no-plots", "--workers", "2", "--out", str(tmp_path)]) == 0
+    parallel = json.loads((tmp_path / "results.json").read_text())
+    serial = quick_run[3]
+    assert parallel["meta"].pop("elapsed_s") > 0
+    assert json.dumps(parallel, sort_keys=True) == json.dumps({**serial, "meta": {
+        k: v for k, v in serial["meta"].items() if k != "elapsed_s"}}, sort_keys=True)
+
+
 # ------------------------------------------------------------------------------------ snapshot
 #: ``validate --quick``'s JSON as committed. Regenerate (after a deliberate change of the numbers) with
 #:   gddim-numerics validate --quick --no-plots --no-progress --out /tmp/gq \
@@ -212,14 +225,14 @@ def test_final_components_on_a_mixture():
     assert frac == 0.5
 
 
-def test_gddim_tuned_spec_builds_the_defaults_plan():
-    """The study's gddim_tuned sampler is defaults.tuned_plan on its own grid and costs exactly the NFE asked."""
-    spec = study.SAMPLERS["gddim_tuned"]
-    assert "gddim_tuned" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
-    for sde in (gd.VPSDE.linear(), gd.CLD(), gd.BDM((4, 4))):
-        for nfe in (5, 10, 20, 50):
-            plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the tuned grid is used
-            ref = defaults.tuned_plan(sde, nfe)
+def test_gddim_auto_spec_builds_the_auto_plan():
+    """The study's gddim_auto sampler is auto_plan on its own grid and costs exactly the NFE asked."""
+    spec = study.SAMPLERS["gddim_auto"]
+    assert "gddim_auto" in study.StudyConfig().samplers and spec.order == "varies" and not spec.stochastic
+    for sde in (gd.VPSDE.linear(),):
+        for nfe in (5, 10):
+            plan = spec.build(sde, nfe, grid_power=7.0)  # grid_power does not apply: the auto grid is used
+            ref = auto.auto_plan(sde, nfe)
             assert plan.nfe == nfe
             np.testing.assert_array_equal(plan.ts, ref.ts)
             assert (plan.order, plan.form, plan.variable, plan.corrector) == (ref.order, ref.form, ref.variable,
@@ -386,8 +399,10 @@ def test_study_tasks_share_the_reference_and_do_not_depend_on_order():
     assert [t.key for t in tasks] == [("vp", k, n) for k in ("mixture", "gaussian")
                                       for n in ("reference", "gddim_q2", "gddim_lam1")]
     assert all(t.needs == (t.key[:2] + ("reference",),) for t in tasks if t.key[2] != "reference")
-    forward = {o.key: pickle.loads(pickle.dumps(o.value)) for o in run_tasks(tasks)}  # values travel to workers
-    backward = {o.key: o.value for o in run_tasks([tasks[3], tasks[5], tasks[4], tasks[0], tasks[2], tasks[1]])}
+    forward = {o.key: pickle.loads(pickle.dumps(o.value))  # values travel to workers
+               for o in run_tasks(tasks, workers=1)}
+    backward = {o.key: o.value for o in run_tasks([tasks[3], tasks[5], tasks[4], tasks[0], tasks[2], tasks[1]],
+                                                  workers=1)}
     for key, value in forward.items():
         if key[2] != "reference":
             assert value == backward[key], key

@@ -32,7 +32,7 @@ EXTRAPOLATION_LIMIT = 10.0
 GDDIM_PAPER = ("gddim_q1", "gddim_q2", "gddim_q3")
 PAPER_SAMPLER = "gddim_q2"
 #: The study's sampler with measured defaults (the one name to change when it is replaced).
-TUNED_SAMPLER = "gddim_tuned"
+TUNED_SAMPLER = "gddim_auto"
 #: Issue-7 targets: TUNED_SAMPLER error / paper-scheme (gddim_q2) error on the mixture problems at NFE 10 and 20.
 TUNED_TARGETS = {"vp": 1 / 3, "cld": 1 / 5, "bdm": 1 / 2}
 TUNED_TARGET_NFE = (10, 20)
@@ -196,7 +196,7 @@ def _ratios(series: dict, reference: str | None) -> dict:
 
 
 def speedups(series: dict) -> dict:
-    """NFE ratios of every sampler to the best paper gDDIM (``gddim``, ``ratios``) and to ``gddim_tuned``
+    """NFE ratios of every sampler to the best paper gDDIM (``gddim``, ``ratios``) and to ``gddim_auto``
     (``tuned_ratios``; empty when it did not run or does not reach the target)."""
     best = _best_gddim(series)
     tuned_reaches = TUNED_SAMPLER in series and series[TUNED_SAMPLER]["nfe_to_target"]["bound"] in ("=", "<=")
@@ -205,7 +205,7 @@ def speedups(series: dict) -> dict:
 
 
 def tuned_vs_paper(results: dict, nfes: Sequence[int] = TUNED_TARGET_NFE) -> list[dict]:
-    """``gddim_tuned`` error ÷ the paper's scheme's error on the mixture problems, against :data:`TUNED_TARGETS`.
+    """``gddim_auto`` error ÷ the paper's scheme's error on the mixture problems, against :data:`TUNED_TARGETS`.
 
     The paper's scheme is ``gddim_q2`` (ε form, extrapolation in t, order 2, grid uniform in √t);
     ``gddim_q3`` is shown as well. One row per diffusion and NFE of ``nfes`` that the study ran with
@@ -251,5 +251,5 @@ def dirac_exactness(results: dict) -> dict:
             continue
         series = by_kind["dirac"]["samplers"]
         out[diffusion] = {s: _json_float(max(math.inf if e is None else e for e in v["error"]))
-                          for s, v in series.items() if s.startswith("gddim")}  # includes gddim_tuned
+                          for s, v in series.items() if s.startswith("gddim")}  # includes gddim_auto
     return out

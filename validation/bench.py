@@ -4,7 +4,7 @@ Sections (``--sections``, all by default)
 -----------------------------------------
 ``plan``
     Wall time to build every table of a gDDIM plan (:data:`PLAN_VARIANTS`: q = 1…4, stochastic
-    λ = 1, the ``K = L`` ablation and the data-form PEC plan of ``gddim_tuned``) for VP, CLD and
+    λ = 1, the ``K = L`` ablation and a data-form PEC plan) for VP, CLD and
     BDM 32×32 on the default power-2 grid at NFE 10, 50, 1000.
 
     * *cold*: a fresh diffusion object (so an empty plan cache). Its one-time set-up — what the
@@ -528,13 +528,13 @@ def ratio_table(section: dict) -> report.Table:
     def cell(r: dict | None) -> str:
         if r is None:
             return "n/a"
-        marks = [("✓" if r[f"meets_{i}"] else "✗") + f"≤{r[f'target_{i}']:g}" for i in ("issue6", "issue7")
+        marks = [("✓" if r[f"meets_{i}"] else "✗") + f"≤{r[f'target_{i}']:g}" for i in ("issue6", "issue12")
                  if f"meets_{i}" in r]
         return f"{r['ratio']:.2f}" + (f" ({', '.join(marks)})" if marks else "")
 
     rows = tuple((str(n), *(cell(by.get((c, n))) for c in columns)) for n in nfes)
     return report.Table("gDDIM error ÷ best diffusers error",
-                        ("targets: issue 6 ≤ 1 at NFE 10, 20, 50; issue 7 (gddim_tuned) ≤ 0.5, 0.4, 0.2.",),
+                        ("targets: issue 6 ≤ 1 at NFE 10, 20, 50; issue 12 (gddim_auto) ≤ 0.4, 0.3, 0.1.",),
                         ("NFE", *columns), rows)
 
 

@@ -8,7 +8,9 @@ Subcommands
 
 A subcommand is a function ``add_<name>(subparsers)`` that adds its parser and sets ``func`` (the
 function ``func(args) -> exit status``); :func:`build_parser` calls each. Bad input exits with
-status 2 and a message on stderr, before any work is done and without writing anything.
+status 2 and a message on stderr, before any work is done and without writing anything; Ctrl-C
+exits with status 130 and writes nothing. ``--workers N`` / ``--scheduler ADDRESS`` choose where
+the study's tasks run (:mod:`.executor`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ import gddim_numerics.backends
 
 from . import files, report
 from .bench import add_parser as add_bench
-from .executor import TaskOutcome
+from .digits import add_parser as add_demo
+from .executor import TaskOutcome, add_execution_arguments, execution_from_args
 from .family import add_parser as add_family
 from .study import (DATA_KINDS, DEFAULT_NFE, DIFFUSIONS, SAMPLERS, StudyConfig, method_variants, prepare_cases,
                     resolve_samplers, run_study, study_tasks)
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 PACKAGE_DIRS = tuple(Path(f).parent for f in (gddim_numerics.__file__, gddim_numerics.backends.__file__, __file__))
 
 
@@ -51,7 +55,7 @@ def add_validate(subparsers) -> None:
         "validate", help="convergence / exactness study of every sampler on exact-score problems",
         description="Run samplers x diffusions x NFE on exact-score problems (Gaussian, Gaussian mixture, Dirac "
                     "data), print error-vs-NFE tables, mode switches on the mixture, fitted convergence orders, Dirac "
-                    "exactness, the tuned defaults' error ÷ the paper scheme's, and NFE to reach a target error, "
+                    "exactness, the problem-aware gddim_auto's error ÷ the paper scheme's, and NFE to reach a target error, "
                     "and write the same as JSON plus log-log PNG plots.")
     p.add_argument("--diffusions", nargs="+", type=_names, metavar="NAME",
                    help=f"diffusions to study (default: all of {', '.join(DIFFUSIONS)})")
@@ -68,7 +72,7 @@ def add_validate(subparsers) -> None:
     p.add_argument("--target", type=float, metavar="REL_ERR", help="relative error of the 'NFE to reach' table (default 1e-3)")
     p.add_argument("--data-std", type=float, metavar="STD", help="scale of the data covariances (default 0.2)")
     p.add_argument("--grid-power", type=float, metavar="P",
-                   help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid; gddim_tuned uses its own)")
+                   help="grids uniform in t^(1/P) (default 2, the papers' 'quadratic' grid; gddim_auto chooses its own)")
     p.add_argument("--quick", action="store_true",
                    help="every code path in about 30 s on 2 cores (NFE 5 10 20, fewer samples); try this first")
     p.add_argument("--out", default="gddim-validation", metavar="DIR",
@@ -77,11 +81,12 @@ def add_validate(subparsers) -> None:
                    help="also write the report as a README (e.g. validation/README.md)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(p)
     p.set_defaults(func=run_validate)
 
 
 # Each subcommand adds itself here; e.g. a ``bench`` command: add_bench(subparsers) -> func=run_bench.
-SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench, add_family)
+SUBCOMMANDS: tuple[Callable, ...] = (add_validate, add_bench, add_family, add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +121,14 @@ def run_validate(args: argparse.Namespace) -> int:
         out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
         readme = None if args.write_readme is None else files.check_writable_file(args.write_readme)
         prepare_cases(config)  # bad problem parameters fail here, before any work
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         return _usage_error(args.command, str(err))
     plots = not args.no_plots and _have("matplotlib", "plots", "--no-plots", "plot")
-    results = run_study(config, None if args.no_progress else _section_progress(config))
+    try:
+        results = run_study(config, None if args.no_progress else _section_progress(config), **execution)
+    except ConnectionError as err:
+        return _usage_error(args.command, str(err))
     markdown = report.render_report(results)
     print(markdown)
     names = files.write_outputs(results, out, markdown, plots)
@@ -187,7 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help / --version (0) or an argparse usage error (2)
         return int(done.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # the Dask cluster is closed by then, and the output is written only at the end
+        print(f"{PROG} {args.command}: interrupted; nothing written", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

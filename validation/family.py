@@ -37,7 +37,7 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 results do not depend on the order of execution.
 
 Cost: the references dominate (a BDM 16×16 mixture takes minutes; most problems seconds). The
-default run (204 problems × ``paper_q3``, ``gddim_tuned`` × 4 NFE) took 3900 task-seconds on a
+run of 204 problems × ``paper_q3`` and the retired ``gddim_tuned`` × 4 NFE took 3900 task-seconds on a
 loaded 2-core machine (load average ~11); ``--quick`` about 45 s there.
 """
 
@@ -56,7 +56,7 @@ import numpy as np
 import gddim_numerics as gd
 from gddim_numerics.layout import dense_operator
 
-from .executor import Task, TaskOutcome, run_tasks
+from .executor import Task, TaskOutcome, add_execution_arguments, execution_from_args, run_tasks
 from .family_problems import FAMILY_KINDS, FIRST_SEED, FamilyProblem, family_seeds, make_problem
 from .measures import final_components
 
@@ -215,9 +215,8 @@ def method_names() -> list[str]:
 
 
 def default_methods() -> tuple[str, ...]:
-    """``paper_q3``, ``gddim_tuned`` (while it exists) and every ``gddim_auto`` variant (once it exists)."""
-    tuned = ("gddim_tuned",) if "gddim_tuned" in gd.METHODS else ()
-    return (PAPER, *tuned, *(AUTO_VARIANTS if auto_available() else ()))
+    """``paper_q3`` and every ``gddim_auto`` variant."""
+    return (PAPER, *(AUTO_VARIANTS if auto_available() else ()))
 
 
 def check_methods(names: Sequence[str]) -> tuple[str, ...]:
@@ -324,10 +323,12 @@ def _json_float(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-def run_family(config: FamilyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None) -> dict:
-    """Run the benchmark of ``config`` (checked first) and return :func:`collect`'s results."""
+def run_family(config: FamilyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None, *,
+               workers: int | None = None, scheduler: str | None = None) -> dict:
+    """Run the benchmark of ``config`` (checked first) and return :func:`collect`'s results; ``workers`` and
+    ``scheduler`` say where the tasks run (:func:`~.executor.run_tasks`), not what they give."""
     config = config.checked()
-    outcomes = run_tasks(build_tasks(config), progress=progress)
+    outcomes = run_tasks(build_tasks(config), workers=workers, scheduler=scheduler, progress=progress)
     return collect(config, outcomes)
 
 
@@ -341,7 +342,7 @@ def add_parser(subparsers) -> None:
                     f"robust start points, and report each method's error ÷ {PAPER}'s per NFE and diffusion kind.")
     p.add_argument("--methods", nargs="+", metavar="NAME",
                    help=f"methods: {PAPER}, any of gd.METHODS, or a gddim_auto variant ({', '.join(AUTO_VARIANTS)}); "
-                        f"{PAPER} is always run (default: {PAPER}, gddim_tuned and every gddim_auto variant available)")
+                        f"{PAPER} is always run (default: {PAPER} and every gddim_auto variant)")
     p.add_argument("--problems", type=int, metavar="N", help=f"number of problems (default {DEFAULT_PROBLEMS})")
     p.add_argument("--first-seed", type=int, metavar="S", help=f"seed of the first problem (default {FIRST_SEED})")
     p.add_argument("--nfe", nargs="+", type=int, metavar="N",
@@ -353,6 +354,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="gddim-family", metavar="DIR",
                    help="output folder for family.json and family.md (default ./gddim-family)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_execution_arguments(p)
     p.set_defaults(func=run_command)
 
 
@@ -388,10 +390,15 @@ def run_command(args) -> int:
     try:
         config = config_from_args(args)
         out = files.check_writable_folder(args.out, forbidden=PACKAGE_DIRS)
-    except ValueError as err:
+        execution = execution_from_args(args)
+    except (ValueError, ImportError) as err:
         print(f"{PROG} family: error: {err}", file=sys.stderr)
         return 2
-    results = run_family(config, _progress_printer(not args.no_progress))
+    try:
+        results = run_family(config, _progress_printer(not args.no_progress), **execution)
+    except ConnectionError as err:
+        print(f"{PROG} family: error: {err}", file=sys.stderr)
+        return 2
     summary = summarize(results)
     markdown = render_report(results, summary)
     print(markdown)

@@ -222,13 +222,13 @@ def order_table(results: dict) -> Table:
 
 
 def _tuned_labels(results: dict, diffusion: str, nfes) -> list[str]:
-    """The distinct ``gddim_tuned`` settings (as :func:`settings_label`) at ``nfes`` on ``diffusion``."""
+    """The distinct ``gddim_auto`` settings (as :func:`settings_label`) at ``nfes`` on ``diffusion``."""
     by_nfe = results.get("tuned_settings", {}).get(diffusion, {})
     return list(dict.fromkeys(settings_label(by_nfe[str(n)]) for n in nfes if str(n) in by_nfe))
 
 
 def _tuned_scheme_changes(results: dict, diffusion: str, fit: dict) -> bool:
-    """Whether ``gddim_tuned`` switches scheme inside the NFE range of its order fit."""
+    """Whether ``gddim_auto`` switches scheme inside the NFE range of its order fit."""
     if fit["nfe_range"] is None:
         return False
     lo, hi = fit["nfe_range"]
@@ -311,7 +311,7 @@ def _speedup_cell(speedup: dict, name: str, tuned: bool = False) -> str:
 
 
 def tuned_table(results: dict) -> Table | None:
-    """gddim_tuned ÷ the paper's scheme on the mixture problems at NFE 10 and 20, against the issue-7 targets."""
+    """gddim_auto ÷ the paper's scheme on the mixture problems at NFE 10 and 20, against the targets."""
     block = results.get("tuned_vs_paper")
     if not block or not block["rows"]:
         return None
@@ -327,7 +327,7 @@ def tuned_table(results: dict) -> Table | None:
     notes = ("Pathwise relative error on each diffusion's mixture problem (the error tables above) of "
              f"`{TUNED_SAMPLER}` ({results['samplers'][TUNED_SAMPLER]['label']}) divided by that of the paper's scheme "
              f"`{PAPER_SAMPLER}` (ε form, Lagrange extrapolation in t, order 2, grid uniform in √t) and of `gddim_q3` "
-             f"(the same, order 3). Target (issue 7): ÷ {PAPER_SAMPLER} ≤ 1/3 on VP, ≤ 1/5 on CLD, ≤ 1/2 on BDM; "
+             f"(the same, order 3). Target: ÷ {PAPER_SAMPLER} ≤ 1/3 on VP, ≤ 1/5 on CLD, ≤ 1/2 on BDM; "
              "✓ met, ✗ missed.",
              f"Mode switches: trajectories of {TUNED_SAMPLER} / {PAPER_SAMPLER} / gddim_q3, out of the robust start "
              "points, that end in another mixture component than the reference (definition above); at low NFE a few "

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import gddim_numerics as gd
-from gddim_numerics import defaults
+from gddim_numerics import auto
 
 from . import analysis
 from .analysis import PAPER_SAMPLER, TUNED_SAMPLER, TUNED_TARGETS
@@ -86,21 +86,22 @@ def _heun_options(nfe: int) -> dict:
 
 
 def _tuned_plan(diffusion: gd.LinearDiffusion, problem, nfe: int):
-    """The :data:`TUNED_SAMPLER` plan: the measured defaults for the diffusion and NFE, on their own grid."""
-    return defaults.tuned_plan(diffusion, nfe)
+    """The :data:`TUNED_SAMPLER` plan: ``gddim_auto`` with the problem's statistics (mean and covariance)."""
+    return auto.auto_plan(diffusion, nfe, None if problem is None else gd.DataStatistics.from_problem(problem))
 
 
 def _tuned_settings(diffusion: gd.LinearDiffusion, nfe: int) -> dict:
-    """What :data:`TUNED_SAMPLER` runs at ``nfe`` (form, variable, order, corrector, grid)."""
-    return defaults.tuned_options(diffusion, nfe)
+    """What :data:`TUNED_SAMPLER` runs at ``nfe`` with default statistics (form, variable, order, corrector, grid)."""
+    report = auto.auto_plan(diffusion, nfe).auto_report
+    grid = {"kind": "optimised" if "grid_params" in report else f"power {auto.BASE_POWER:g}"}
+    if "first_log_snr" in report:
+        grid["first_log_snr"] = report["first_log_snr"]
+    return {**report["scheme"], "grid": grid}
 
 
-TUNED_NOTE = ("Tuning vs reporting: according to gddim_numerics/defaults.py these mixture problems (3 components, "
-              "std 0.2, seed 0) are reporting problems — the tuned settings were chosen on other problems "
-              "(defaults.py's `gauss`, `mixA` and `mixC`: 4-D data, 4 and 5 components, other seeds) and these were "
-              "never in the tuning set. defaults.py also records that a first tuned choice was replaced after its "
-              "reporting ratios (these problems among them) were seen, by one re-tuned on an enlarged tuning set: "
-              "the reporting problems chose nothing, but they did prompt that re-run.")
+TUNED_NOTE = ("gddim_auto chooses form, order, corrector and grid per diffusion, NFE and data statistics by the "
+              "exact surrogate error on the Gaussian with the problem's mean and covariance; nothing is tuned on "
+              "these problems (its design family is validation/auto_design.py, seeds 0-99).")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ SAMPLERS = {
     "gddim_q1": SamplerSpec("gddim", "gDDIM q=1 (K=R, deterministic)", 1, _fixed(order=1)),
     "gddim_q2": SamplerSpec("gddim", "gDDIM q=2 (multistep)", 2, _fixed(order=2)),
     "gddim_q3": SamplerSpec("gddim", "gDDIM q=3 (multistep)", 3, _fixed(order=3)),
-    TUNED_SAMPLER: SamplerSpec("gddim_tuned", "gDDIM tuned defaults (form, order, corrector, own grid per NFE)",
+    TUNED_SAMPLER: SamplerSpec("gddim_auto", "gDDIM problem-aware (form, order, corrector, grid from the data statistics)",
                                "varies", builder=_tuned_plan, settings=_tuned_settings, note=TUNED_NOTE),
     "gddim_L": SamplerSpec("gddim_L", "K=L ablation of gDDIM, q=1", 1, _fixed(order=1)),
     "gddim_lam0.5": SamplerSpec("gddim", "stochastic gDDIM q=1, lambda=0.5", 1, _fixed(order=1, lam=0.5),
@@ -297,9 +298,10 @@ def _diffusion(name: str) -> gd.LinearDiffusion:
     return DIFFUSIONS[name].make()
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=len(DIFFUSIONS) * len(DATA_KINDS))
 def _case(name: str, kind: str, seed: int, data_std: float) -> Case:
-    """The problem of a task, kept for the next task on the same problem (it shares the problem's table cache)."""
+    """The problem of a task, kept for the next tasks on the same problem (it shares the problem's table cache);
+    every problem is kept: a Dask worker runs the problems' tasks interleaved."""
     diffusion = _diffusion(name)
     return Case(name, diffusion, make_problems(name, diffusion, (kind,), seed, data_std))
 
@@ -335,7 +337,8 @@ def study_tasks(config: StudyConfig) -> list[Task]:
     return tasks
 
 
-def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None) -> dict:
+def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], None] | None = None, *,
+              workers: int | None = None, scheduler: str | None = None) -> dict:
     """Run the study and return every number as plain dicts (the JSON of the ``validate`` command).
 
     Parameters
@@ -344,6 +347,9 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
         What to run (checked here).
     progress : callable, optional
         ``progress(done, total, outcome)`` after each task of :func:`study_tasks`.
+    workers, scheduler
+        Where the tasks run (:func:`~.executor.run_tasks`: default a local Dask cluster, one
+        process per core; ``workers=1`` serially here); the numbers do not depend on it.
 
     Returns
     -------
@@ -357,7 +363,8 @@ def run_study(config: StudyConfig, progress: Callable[[int, int, TaskOutcome], N
     """
     config.check()
     started = time.perf_counter()
-    outcomes = {o.key: o for o in run_tasks(study_tasks(config), progress=progress)}
+    outcomes = {o.key: o for o in run_tasks(study_tasks(config), workers=workers, scheduler=scheduler,
+                                                    progress=progress)}
     results: dict = {}
     failures = [{"task": "/".join(k), "error": o.error} for k, o in outcomes.items() if not o.ok]
     for (d, kind, name), outcome in outcomes.items():

@@ -4,13 +4,13 @@
 (``"name": module.METHOD``, a :class:`~gddim_numerics.samplers.method.Method`).
 """
 
-from . import ancestral, em, gddim, heun, ivp, sscs, tuned
+from . import ancestral, auto, em, gddim, heun, ivp, sscs
 from .method import GRID_OPTIONS, Method
 
 METHODS: dict[str, Method] = {
     "gddim": gddim.METHOD,
     "gddim_L": gddim.METHOD_L,
-    "gddim_tuned": tuned.METHOD,
+    "gddim_auto": auto.METHOD,
     "em": em.METHOD,
     "euler": em.EULER,
     "heun": heun.METHOD,

@@ -1,0 +1,319 @@
+r"""Problem-aware gDDIM plans: :func:`auto_plan` and ``method="gddim_auto"``.
+
+For a diffusion, an NFE and :class:`~gddim_numerics.statistics.DataStatistics`, :func:`auto_plan`
+returns the :class:`~gddim_numerics.GDDIM` plan with the smallest objective it finds. The
+objective is the largest :math:`\log` :func:`~gddim_numerics.surrogate.surrogate_error` — the exact
+pathwise error on Gaussian data — over ``component_scale`` ``c`` in :data:`ENSEMBLE`: the data's own
+Gaussian (``c = 1``) and mixtures of sharp components :math:`N(\mu', \Sigma_0 + c(S - \Sigma_0))`
+with the data's overall moments (a scheme or grid that is good only through a cancellation on one
+Gaussian is not picked). Three stages:
+
+1. **Scheme pick.** Every scheme of :data:`FAMILY` (form × order 2–4 × corrector, extrapolation in
+   ``t``; the paper's scheme, ε form of order 3, among them) on the grid uniform in
+   :math:`t^{1/2}` (:data:`BASE_POWER`); with ``optimize_grid=False`` the best of these is the plan.
+2. **First step** (``optimize_grid=True``): the best scheme with one large first step to the
+   log-SNR levels :data:`FIRST_LOG_SNR`, kept if better.
+3. **Grid optimisation** (``optimize_grid=True``) for the best scheme: the ``N - 1`` interior times
+   (after the first step, if stage 2 kept one) follow the monotone 3-parameter family :func:`warped_grid` (a power grid of exponent ``p`` in a
+   warped step index :math:`w(u) = \int_0^u e^{\beta_1P_1 + \beta_2P_2} / \int_0^1 e^{\beta_1P_1 + \beta_2P_2}`,
+   :math:`P_i` Legendre polynomials on ``[0, 1]``); Nelder–Mead on the log surrogate error within
+   the bounds :data:`BOUNDS` (``p`` in ``[1, 12]``, :math:`|\beta_i| \le 3`: first and last points
+   fixed, steps monotone, neighbouring step ratios bounded), at most ``budget`` evaluations.
+   A grid wins only if it beats the stage-1 pick.
+
+Candidates whose Dirac perturbation gain (:func:`~gddim_numerics.plans.dirac_gain`) exceeds :data:`MAX_GAIN` are
+skipped, so every plan stays exact on Dirac data to rounding.
+
+Without statistics :meth:`DataStatistics.default` (standardised data) is used. Plans are cached per
+diffusion (bounded, :data:`CACHE_SIZE`) by (NFE, grid, options, statistics fingerprint); a failed
+build caches nothing.
+
+BDM with many modes: the surrogate of a candidate is evaluated on at most :data:`MAX_MODES`
+representative modes (quantiles of the DCT frequency; every data mode is scored with the tables of
+its group's representative), since a plan's cost grows with the number of modes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.polynomial.legendre import legval
+
+from .diffusion import LinearDiffusion, ScalarModesDiffusion
+from .grids import check_grid, time_grid
+from .modal import MAX_DENSE, modal_problems
+from .plans import deterministic_tables, dirac_gain
+from .samplers.gddim import GDDIM
+from .statistics import DataStatistics
+from .surrogate import surrogate_error
+
+#: Plans beyond this Dirac perturbation gain are never picked.
+MAX_GAIN = 1e4
+#: Grid of stage 1 (uniform in t^(1/2), the paper's grid).
+BASE_POWER = 2.0
+#: Ends of a large first step tried in stage 1b (log-SNR levels, ``time_grid(first_log_snr=...)``).
+FIRST_LOG_SNR = (-6.0, -4.0, -2.0)
+#: Bounds of (log p, beta_1, beta_2) of :func:`warped_grid`.
+BOUNDS = ((0.0, np.log(12.0)), (-3.0, 3.0), (-3.0, 3.0))
+#: Plans kept per diffusion.
+CACHE_SIZE = 32
+#: BDM: largest event size whose covariance the search keeps dense when it is not diagonal in DCT
+#: coordinates (beyond it the search scores the power spectrum).
+SEARCH_DENSE = 64
+#: Largest number of diffusion modes the surrogate uses during the search.
+MAX_MODES = 32
+#: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
+#: Gaussian and mixtures of sharper components with the same overall moments.
+ENSEMBLE = (1.0, 0.1, 0.01)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One scheme of the family: options of :class:`~gddim_numerics.GDDIM`."""
+
+    form: str
+    order: int
+    corrector: bool
+    variable: str = "t"
+
+    def options(self) -> dict:
+        return dict(form=self.form, order=self.order, corrector=self.corrector, variable=self.variable)
+
+
+PAPER = Scheme("eps", 3, False, "t")
+#: The scheme family of stage 1.
+FAMILY = (PAPER, Scheme("eps", 2, False), Scheme("eps", 3, True), Scheme("eps", 4, True),
+          Scheme("data", 2, False), Scheme("data", 3, False), Scheme("data", 2, True), Scheme("data", 3, True),
+          Scheme("data", 4, True))
+
+
+def warped_grid(diffusion: LinearDiffusion, n_steps: int, params, t_start: float, t_end: float,
+                head: float | None = None) -> np.ndarray:
+    r"""Grid of ``n_steps`` steps: power grid of exponent ``exp(params[0])`` in the warped index (module docstring).
+
+    ``head``: one first step from ``t_start`` to ``head``, the other ``n_steps - 1`` warped from ``head``.
+    """
+    if head is not None:
+        rest = warped_grid(diffusion, n_steps - 1, params, head, t_end)
+        return check_grid(diffusion, np.concatenate([[t_start], rest]))
+    log_p, b1, b2 = (float(v) for v in params)
+    u = np.linspace(0.0, 1.0, 8 * n_steps + 1)
+    dens = np.exp(legval(2 * u - 1, [0.0, b1, b2]))
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]))])
+    w = (cum / cum[-1])[::8]
+    p = np.exp(log_p)
+    a, b = t_start ** (1 / p), t_end ** (1 / p)
+    ts = (a + w * (b - a)) ** p
+    ts[0], ts[-1] = t_start, t_end
+    return check_grid(diffusion, ts)
+
+
+class _ModeSubset(ScalarModesDiffusion):
+    """The modes ``idx`` of a scalar-mode diffusion (the same per-mode functions)."""
+
+    def __init__(self, base: ScalarModesDiffusion, idx: np.ndarray):
+        self.base, self.idx, self.n_modes = base, idx, len(idx)
+        self.time_range, self.t_start, self.t_end = base.time_range, base.t_start, base.t_end
+
+    def _log_mean(self, t):
+        return self.base._log_mean(t)[..., self.idx]
+
+    def _dlog_mean(self, t):
+        return self.base._dlog_mean(t)[..., self.idx]
+
+    def _variance(self, t):
+        return self.base._variance(t)[..., self.idx]
+
+    def _dvariance(self, t):
+        return self.base._dvariance(t)[..., self.idx]
+
+
+class _Search:
+    """The surrogate of one (diffusion, statistics) pair, on representative modes where there are many."""
+
+    def __init__(self, statistics: DataStatistics):
+        diffusion = statistics.diffusion
+        # BDM beyond SEARCH_DENSE pixels: score on the power spectrum (S's diagonal in DCT coordinates)
+        problems = modal_problems(statistics, max_dense=SEARCH_DENSE if diffusion.n_modes > 1 else MAX_DENSE)
+        self.diffusion, self.statistics = diffusion, statistics
+        self.search_diffusion, self.problems = diffusion, problems
+        if problems.mode is not None and diffusion.n_modes > MAX_MODES and isinstance(diffusion, ScalarModesDiffusion):
+            freq = diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
+            order = np.argsort(freq, kind="stable")
+            groups = np.array_split(order, MAX_MODES)
+            reps = np.array([g[len(g) // 2] for g in groups])
+            group_of = np.empty(diffusion.n_modes, dtype=int)
+            for i, g in enumerate(groups):
+                group_of[g] = i
+            self.search_diffusion = _ModeSubset(diffusion, reps)
+            self.problems = replace(problems, mode=group_of[problems.mode])
+        self.search_stats = _StatsView(self.search_diffusion, statistics)
+
+    def error(self, scheme: Scheme, ts) -> tuple[float, float]:
+        """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
+        statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tables = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+                gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
+        except (ValueError, np.linalg.LinAlgError):
+            return np.inf, np.inf
+        if gain > MAX_GAIN:
+            return np.inf, np.inf
+        errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
+                         for c in ENSEMBLE])
+        if not np.all(np.isfinite(errs)):
+            return np.inf, np.inf
+        return float(np.max(np.log(np.maximum(errs, 1e-300)))), float(errs[0])
+
+
+class _StatsView(DataStatistics):
+    """``statistics`` seen by another diffusion object (the mode subset); only the surrogate reads it."""
+
+    def __init__(self, diffusion, statistics: DataStatistics):  # noqa: D107 (no validation: same data)
+        self.diffusion, self.event_shape, self.dim = diffusion, statistics.event_shape, statistics.dim
+        self.mean, self.dense_cov, self.mode_variances = statistics.mean, statistics.dense_cov, statistics.mode_variances
+
+
+def _check_nfe(nfe) -> int:
+    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1; got {nfe!r}")
+    return int(nfe)
+
+
+def default_statistics(diffusion: LinearDiffusion) -> DataStatistics:
+    """:meth:`DataStatistics.default` on the smallest event the diffusion's layout admits (every copy is alike)."""
+    from .bases import DCTBasis
+
+    if isinstance(diffusion.basis, DCTBasis):
+        ev = tuple(diffusion.basis.shape)
+    else:
+        ev = (diffusion.block_size,)
+    return DataStatistics.default(diffusion, ev)
+
+
+def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = True, budget: int = 20,
+           t_start: float | None = None, t_end: float | None = None) -> tuple[Scheme, np.ndarray, dict]:
+    """The scheme and grid :func:`auto_plan` builds, and a report ``{"error", "pick_error", "paper_error", ...}``."""
+    diffusion = statistics.diffusion
+    search = _Search(statistics)
+    t0 = diffusion.t_start if t_start is None else float(t_start)
+    t1 = diffusion.t_end if t_end is None else float(t_end)
+    base = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1) if ts is None else ts
+    scores = {s: search.error(s, base) for s in FAMILY if not (s.corrector and nfe < 2)}
+    best = min(scores, key=lambda s: scores[s][0])
+    if not np.isfinite(scores[best][0]):
+        raise ValueError(f"no scheme of the family can serve nfe={nfe} on this grid (every candidate failed to "
+                         "build or amplifies rounding beyond MAX_GAIN)")
+    paper = scores.get(PAPER, (np.inf, np.inf))
+    report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
+                  paper_objective=paper[0], evaluations=len(scores))
+    grid, head = base, None
+    obj, err = scores[best]
+    if ts is None and optimize_grid and nfe >= 3:  # stage 1b: a large first step
+        for level in FIRST_LOG_SNR:
+            try:
+                cand_ts = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1, first_log_snr=level)
+            except ValueError:
+                continue
+            cand, cand_err = search.error(best, cand_ts)
+            report["evaluations"] += 1
+            if cand < obj:
+                grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
+                report["first_log_snr"] = level
+    if ts is None and optimize_grid and nfe >= 2 + (head is not None):
+        start = np.array([np.log(BASE_POWER), 0.0, 0.0])
+        lo, hi = np.array(BOUNDS).T
+        cache: dict = {}
+
+        def objective(x):
+            x = np.clip(x, lo, hi)
+            key = tuple(np.round(x, 6))
+            if key not in cache:
+                cache[key] = search.error(best, warped_grid(diffusion, nfe, x, t0, t1, head))
+            return cache[key][0]
+
+        from scipy.optimize import minimize  # keeps the package import light
+
+        simplex = start + np.vstack([np.zeros(3), np.diag([0.6, 1.0, 1.0])])
+        res = minimize(objective, start, method="Nelder-Mead",
+                       options=dict(maxfev=budget, initial_simplex=simplex, xatol=1e-3, fatol=1e-3))
+        x = np.clip(res.x, lo, hi)
+        cand = objective(x)
+        if cand < obj:
+            grid, obj, err = warped_grid(diffusion, nfe, x, t0, t1, head), cand, cache[tuple(np.round(x, 6))][1]
+            report["grid_params"] = dict(power=float(np.exp(x[0])), beta1=float(x[1]), beta2=float(x[2]))
+        report["evaluations"] += len(cache)
+    report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
+                  representative_modes=search.search_diffusion is not diffusion)
+    return best, grid, report
+
+
+def auto_plan(diffusion: LinearDiffusion, nfe: int, statistics: DataStatistics | None = None, *, ts=None,
+              optimize_grid: bool = True, output: str = "eps_R", budget: int = 20,
+              t_start: float | None = None, t_end: float | None = None) -> GDDIM:
+    """The most accurate gDDIM plan for ``diffusion``, ``nfe`` evaluations and ``statistics`` (module docstring).
+
+    Parameters
+    ----------
+    diffusion : LinearDiffusion
+    nfe : int
+        Network evaluations (= grid steps).
+    statistics : DataStatistics, optional
+        Mean and covariance of the data; default :func:`default_statistics` (standardised data).
+    ts : array, optional
+        A grid of ``nfe`` steps: then only the scheme is chosen.
+    optimize_grid : bool
+        Stage 2 (grid optimisation); ``False`` only picks the scheme on the base grid.
+    output : str
+        The network's output type (the plan converts it; the choice does not depend on it).
+    budget : int
+        Most surrogate evaluations of the grid optimisation.
+    t_start, t_end : float, optional
+        Ends of the grid (default: the diffusion's).
+
+    Returns
+    -------
+    GDDIM
+        The plan; ``plan.auto_report`` holds the surrogate errors of the choice, of the best
+        stage-1 pick and of the paper's scheme on the base grid.
+    """
+    if not isinstance(diffusion, LinearDiffusion):
+        raise TypeError(f"diffusion must be a LinearDiffusion; got {type(diffusion).__name__}")
+    nfe = _check_nfe(nfe)
+    if statistics is None:
+        statistics = default_statistics(diffusion)
+    if not isinstance(statistics, DataStatistics):
+        raise TypeError(f"statistics must be a DataStatistics or None; got {type(statistics).__name__}")
+    if statistics.diffusion is not diffusion:
+        raise ValueError("statistics were made for another diffusion object; build them with this diffusion")
+    if ts is not None:
+        ts = check_grid(diffusion, ts)
+        if len(ts) - 1 != nfe:
+            raise ValueError(f"ts has {len(ts) - 1} steps; nfe={nfe} needs {nfe}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be an integer >= 1; got {budget!r}")
+    key = (nfe, None if ts is None else ts.tobytes(), bool(optimize_grid), int(budget), t_start, t_end,
+           statistics.fingerprint)
+    cache = diffusion.__dict__.setdefault("_auto_cache", OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        scheme, grid, report = cache[key]
+    else:
+        scheme, grid, report = choose(statistics, nfe, ts, optimize_grid, int(budget), t_start, t_end)
+        cache[key] = (scheme, grid, report)
+        while len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+    plan = GDDIM(diffusion, grid, output=output, **scheme.options())
+    object.__setattr__(plan, "auto_report", dict(report))  # frozen plan: an attribute beside its fields
+    return plan
+
+
+def build_auto(diffusion: LinearDiffusion, ts, nfe: int | None = None, statistics=None, **options) -> GDDIM:
+    """``build`` of the registered method ``"gddim_auto"``: :func:`auto_plan` (``ts``: the user's grid or ``None``)."""
+    n = len(ts) - 1 if ts is not None else nfe
+    return auto_plan(diffusion, n, statistics, ts=ts, **options)
