@@ -3,7 +3,7 @@ r"""Surrogate error of a sampler plan: its exact error on Gaussian data, without
 On Gaussian data :math:`N(\mu, S)` (a :class:`~gddim_numerics.statistics.DataStatistics`) the exact
 network output is affine in the state, so every :class:`~gddim_numerics.tables.StepTables` sampler
 maps its start state affinely, :math:`u_{out} = P u_T + p` (+ noise for :math:`\lambda > 0`), and
-so does the exact probability flow, :math:`u^\ast = m_{end} + \Phi(u_T - m_T)` (MATH.md §8.2). For
+so does the exact probability flow, :math:`u^\ast = m_{end} + \Phi(u_T - m_T)` (docs/math §8.2). For
 :math:`u_T \sim N(m_T, C_T)`, the exact marginal at the grid's first time:
 
 .. math::

@@ -1,6 +1,6 @@
 """Surrogate error of a plan (gddim_numerics.surrogate) against independent computations.
 
-References: the dense affine output law (affine_law.output_law, MATH.md §8.4) probed on basis vectors,
+References: the dense affine output law (affine_law.output_law, docs/math §8.4) probed on basis vectors,
 GaussianData.exact_flow (closed form / DOP853), and a hand-written DDIM recursion on 1-D data.
 """
 
