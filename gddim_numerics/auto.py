@@ -46,6 +46,7 @@ from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import check_grid, time_grid
 from .modal import MAX_DENSE, modal_problems
 from .plans import deterministic_tables, dirac_gain
+from .probe import ProbeSet
 from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 from .surrogate import surrogate_error
@@ -68,6 +69,11 @@ MAX_MODES = 32
 #: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
 #: Gaussian and mixtures of sharper components with the same overall moments.
 ENSEMBLE = (1.0, 0.1, 0.01)
+#: (weight, component scale) of the switching probes (:func:`~gddim_numerics.probe.switching_probe`) that guard
+#: every pick other than the paper's scheme.
+PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: A pick is kept only if its probe error is at most this multiple of the paper's scheme's on every probe.
+PROBE_MARGIN = 0.8
 
 
 @dataclass(frozen=True)
@@ -151,14 +157,38 @@ class _Search:
             self.search_diffusion = _ModeSubset(diffusion, reps)
             self.problems = replace(problems, mode=group_of[problems.mode])
         self.search_stats = _StatsView(self.search_diffusion, statistics)
+        self._probes: dict = {}
+        self._tables: dict = {}
+
+    def tables(self, scheme: Scheme, ts):
+        """Tables of ``scheme`` on ``ts`` for the search diffusion (cached), or ``None`` if they cannot be built."""
+        key = (scheme, np.asarray(ts).tobytes())
+        if key not in self._tables:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._tables[key] = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+            except (ValueError, np.linalg.LinAlgError):
+                self._tables[key] = None
+        return self._tables[key]
+
+    def probe_errors(self, scheme: Scheme, ts) -> np.ndarray:
+        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` (``inf`` if it cannot be built)."""
+        t0, t1 = float(ts[0]), float(ts[-1])
+        if (t0, t1) not in self._probes:
+            self._probes[(t0, t1)] = ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES)
+        tables = self.tables(scheme, ts)
+        return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
 
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:
         """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
         statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf, np.inf
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                tables = deterministic_tables(self.search_diffusion, ts, **scheme.options())
                 gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
         except (ValueError, np.linalg.LinAlgError):
             return np.inf, np.inf
@@ -205,13 +235,22 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     t1 = diffusion.t_end if t_end is None else float(t_end)
     base = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1) if ts is None else ts
     scores = {s: search.error(s, base) for s in FAMILY if not (s.corrector and nfe < 2)}
-    best = min(scores, key=lambda s: scores[s][0])
-    if not np.isfinite(scores[best][0]):
+    if not any(np.isfinite(v[0]) for v in scores.values()):
         raise ValueError(f"no scheme of the family can serve nfe={nfe} on this grid (every candidate failed to "
                          "build or amplifies rounding beyond MAX_GAIN)")
     paper = scores.get(PAPER, (np.inf, np.inf))
+    paper_probe = search.probe_errors(PAPER, base) if PAPER in scores else None
+
+    def safe(scheme, grid) -> bool:
+        """The guard: the paper's scheme, or a plan within PROBE_MARGIN of it on every switching probe."""
+        if paper_probe is None or (scheme == PAPER and grid is base):
+            return True
+        return bool(np.all(search.probe_errors(scheme, grid) <= PROBE_MARGIN * paper_probe))
+
+    ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
+    best = next(s for s in ranked if safe(s, base))
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
-                  paper_objective=paper[0], evaluations=len(scores))
+                  paper_objective=paper[0], evaluations=len(scores), rejected=[s.options() for s in ranked[:ranked.index(best)]])
     grid, head = base, None
     obj, err = scores[best]
     if ts is None and optimize_grid and nfe >= 3:  # stage 1b: a large first step
@@ -222,7 +261,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                 continue
             cand, cand_err = search.error(best, cand_ts)
             report["evaluations"] += 1
-            if cand < obj:
+            if cand < obj and safe(best, cand_ts):
                 grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
                 report["first_log_snr"] = level
     if ts is None and optimize_grid and nfe >= 2 + (head is not None):
@@ -244,8 +283,9 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                        options=dict(maxfev=budget, initial_simplex=simplex, xatol=1e-3, fatol=1e-3))
         x = np.clip(res.x, lo, hi)
         cand = objective(x)
-        if cand < obj:
-            grid, obj, err = warped_grid(diffusion, nfe, x, t0, t1, head), cand, cache[tuple(np.round(x, 6))][1]
+        cand_grid = warped_grid(diffusion, nfe, x, t0, t1, head)
+        if cand < obj and safe(best, cand_grid):
+            grid, obj, err = cand_grid, cand, cache[tuple(np.round(x, 6))][1]
             report["grid_params"] = dict(power=float(np.exp(x[0])), beta1=float(x[1]), beta2=float(x[2]))
         report["evaluations"] += len(cache)
     report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
