@@ -271,7 +271,8 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
     best = next(s for s in ranked if safe(s, base))
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
-                  paper_objective=paper[0], evaluations=len(scores), rejected=[s.options() for s in ranked[:ranked.index(best)]])
+                  paper_objective=paper[0], evaluations=len(scores),
+                  rejected=[s.options() for s in ranked[:ranked.index(best)]])
     grid, head = base, None
     obj, err = scores[best]
     if ts is None and optimize_grid and nfe >= 3:  # stage 1b: a large first step
