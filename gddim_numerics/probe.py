@@ -90,7 +90,7 @@ class ProbeSet:
         self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)
         self._cache: dict = {}
         lam, vecs = np.linalg.eigh(excess[p])
-        lam, v = float(lam[-1]), vecs[:, -1]
+        lam, v = max(float(lam[-1]), 0.0), vecs[:, -1]
         rng = np.random.default_rng(0)
         half = PROBE_POINTS // 2
         _, _, psi_s, sig_s = self.at(self.t_start, "drift", "diffusion", "psi", "sigma")
@@ -185,5 +185,6 @@ class ProbeSet:
 
             out, _ = run_tables(self.diffusion, self.problem, tables, probe.start[None].copy(), network)
             ok = np.all(np.isfinite(out))
-            errs.append(float(np.linalg.norm(out[0] - probe.end) / np.linalg.norm(probe.end)) if ok else np.inf)
+            scale = max(float(np.linalg.norm(probe.end)), np.finfo(float).tiny)
+            errs.append(float(np.linalg.norm(out[0] - probe.end)) / scale if ok else np.inf)
         return np.array(errs)
