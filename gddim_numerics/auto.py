@@ -84,6 +84,9 @@ ENSEMBLE = (1.0, 0.1, 0.01)
 #: (weight, component scale) of the switching probes (:func:`~gddim_numerics.probe.switching_probe`) that guard
 #: every pick other than the paper's scheme.
 PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: ``component_scale`` of the sharp Gaussian member that guards every pick besides the probes: a candidate's
+#: surrogate error there must not exceed the paper's scheme's.
+GUARD_SCALE = 1e-3
 #: Another scheme is kept only if its probe error is at most this multiple of the paper's scheme's on every probe.
 PROBE_MARGIN = 0.9
 
@@ -199,6 +202,14 @@ class _Search:
         tables = self.tables(scheme, ts)
         return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
 
+    def sharp_error(self, scheme: Scheme, ts) -> float:
+        """Surrogate error of ``scheme`` on ``ts`` at ``component_scale`` :data:`GUARD_SCALE` (``inf`` if unbuilt)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf
+        err = surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=GUARD_SCALE)
+        return err if np.isfinite(err) else np.inf
+
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:
         """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
         statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
@@ -259,12 +270,15 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                          "build or amplifies rounding beyond MAX_GAIN)")
     paper = scores.get(PAPER, (np.inf, np.inf))
     paper_probe = search.probe_errors(PAPER, base) if PAPER in scores else None
+    paper_sharp = search.sharp_error(PAPER, base) if PAPER in scores else None
 
     def safe(scheme, grid) -> bool:
-        """The guard: on every switching probe, another scheme within PROBE_MARGIN of the paper's scheme, the
-        paper's scheme on another grid no worse than on its own."""
+        """The guard: no worse than the paper's scheme on the sharp Gaussian (GUARD_SCALE) and, on every
+        switching probe, another scheme within PROBE_MARGIN of it, the paper's scheme on another grid no worse."""
         if paper_probe is None or (scheme == PAPER and grid is base):
             return True
+        if not search.sharp_error(scheme, grid) <= paper_sharp:
+            return False
         margin = 1.0 if scheme == PAPER else PROBE_MARGIN
         return bool(np.all(search.probe_errors(scheme, grid) <= margin * paper_probe))
 
