@@ -24,14 +24,18 @@ Gaussian is not picked). Three stages:
 **Guard.** The surrogate is exact on Gaussians and blind to the switching of a trajectory between
 the components of multi-modal data, which polynomial extrapolation of the data prediction follows
 worse than the paper's ε extrapolation. Every candidate of every stage other than the paper's
-scheme on the base grid must therefore also clearly beat the paper's scheme on each
-switching probe of :data:`PROBES` (:class:`~gddim_numerics.probe.ProbeSet`: the data's top principal
-direction split into two sharp components with the data's moments, run with its exact score against
-a DOP853 reference): error :math:`\le` :data:`PROBE_MARGIN` times the paper's (ties go to the paper; the
-paper's scheme on another grid needs only be no worse than on its own). Stage 1 takes the
-best-ranked scheme that passes (the paper's scheme always does); a first step or grid that fails is
-not taken (Nelder–Mead sees it as :math:`+\infty`). ``plan.auto_report["rejected"]`` lists the
-schemes ranked above the pick that failed.
+scheme on the base grid must therefore
+
+* be no worse than the paper's scheme on the sharpest Gaussian member (``component_scale``
+  :data:`GUARD_SCALE`: near-Dirac components, whose data prediction is nearly piecewise constant),
+* and on each switching probe of :data:`PROBES` (:class:`~gddim_numerics.probe.ProbeSet`: the data's
+  top principal direction split into two sharp components with the data's moments, run with its
+  exact score against a DOP853 reference) have at most :data:`PROBE_MARGIN` times the paper's error
+  (ties go to the paper); the paper's scheme on another grid needs only be no worse than on its own.
+
+Stage 1 takes the best-ranked scheme that passes (the paper's scheme always does); a first step or
+grid that fails is not taken (Nelder–Mead sees it as :math:`+\infty`). ``plan.auto_report["rejected"]``
+lists the schemes ranked above the pick that failed.
 
 Candidates whose Dirac perturbation gain (:func:`~gddim_numerics.plans.dirac_gain`) exceeds :data:`MAX_GAIN` are
 skipped, so every plan stays exact on Dirac data to rounding.
