@@ -1,0 +1,155 @@
+r"""Scoring of :func:`~gddim_numerics.auto.auto_plan`'s candidates: the objective and the guard (:class:`Search`).
+
+For one :class:`~gddim_numerics.statistics.DataStatistics`, :meth:`Search.error` is the objective of a
+(scheme, grid) candidate — the largest log :func:`~gddim_numerics.surrogate.surrogate_error` over
+:data:`ENSEMBLE` — and :meth:`Search.sharp_error` and :meth:`Search.probe_errors` are what the guard
+compares with the paper's scheme (the sharp Gaussian member :data:`GUARD_SCALE` and the switching
+probes :data:`PROBES`, :class:`~gddim_numerics.probe.ProbeSet`). The tables of a candidate are built
+once and shared by all three.
+
+Scalar-mode diffusions with more than :data:`MAX_MODES` modes (BDM images) are scored on
+:data:`MAX_MODES` representative modes (:class:`ModeSubset`: quantiles of the mode frequency; every
+data mode is scored with the tables of its group's representative).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .diffusion import ScalarModesDiffusion
+from .modal import MAX_DENSE, modal_problems
+from .plans import deterministic_tables, dirac_gain
+from .probe import ProbeSet
+from .statistics import DataStatistics
+from .surrogate import surrogate_error
+
+if TYPE_CHECKING:
+    from .auto import Scheme
+
+#: Plans beyond this Dirac perturbation gain are never picked.
+MAX_GAIN = 1e4
+#: BDM: largest event size whose covariance the search keeps dense when it is not diagonal in DCT
+#: coordinates (beyond it the search scores the power spectrum).
+SEARCH_DENSE = 64
+#: Largest number of diffusion modes the surrogate uses during the search.
+MAX_MODES = 32
+#: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
+#: Gaussian and mixtures of sharper components with the same overall moments.
+ENSEMBLE = (1.0, 0.1, 0.01)
+#: (weight, component scale) of the switching probes (:class:`~gddim_numerics.probe.ProbeSet`) that guard
+#: every pick other than the paper's scheme.
+PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: ``component_scale`` of the sharp Gaussian member that guards every pick besides the probes: a candidate's
+#: surrogate error there must not exceed the paper's scheme's.
+GUARD_SCALE = 1e-3
+
+
+class ModeSubset(ScalarModesDiffusion):
+    """The modes ``idx`` of a scalar-mode diffusion (the same per-mode functions)."""
+
+    def __init__(self, base: ScalarModesDiffusion, idx: np.ndarray):
+        self.base, self.idx, self.n_modes = base, idx, len(idx)
+        self.time_range, self.t_start, self.t_end = base.time_range, base.t_start, base.t_end
+        # a diffusion that can evaluate its per-mode functions on a subset (BDM) does; others are sliced
+        self._sub = base.mode_functions(idx) if hasattr(base, "mode_functions") else None
+
+    def _modes(self, name, t):
+        if self._sub is not None:
+            return getattr(self._sub, name)(t)
+        return getattr(self.base, name)(t)[..., self.idx]
+
+    def _log_mean(self, t):
+        return self._modes("_log_mean", t)
+
+    def _dlog_mean(self, t):
+        return self._modes("_dlog_mean", t)
+
+    def _variance(self, t):
+        return self._modes("_variance", t)
+
+    def _dvariance(self, t):
+        return self._modes("_dvariance", t)
+
+
+class Search:
+    """The surrogate of one (diffusion, statistics) pair, on representative modes where there are many."""
+
+    def __init__(self, statistics: DataStatistics):
+        diffusion = statistics.diffusion
+        # BDM beyond SEARCH_DENSE pixels: score on the power spectrum (S's diagonal in DCT coordinates)
+        problems = modal_problems(statistics, max_dense=SEARCH_DENSE if diffusion.n_modes > 1 else MAX_DENSE)
+        self.diffusion, self.statistics = diffusion, statistics
+        self.search_diffusion, self.problems = diffusion, problems
+        if problems.mode is not None and diffusion.n_modes > MAX_MODES and isinstance(diffusion, ScalarModesDiffusion):
+            freq = diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
+            order = np.argsort(freq, kind="stable")
+            groups = np.array_split(order, MAX_MODES)
+            reps = np.array([g[len(g) // 2] for g in groups])
+            group_of = np.empty(diffusion.n_modes, dtype=int)
+            for i, g in enumerate(groups):
+                group_of[g] = i
+            self.search_diffusion = ModeSubset(diffusion, reps)
+            self.problems = replace(problems, mode=group_of[problems.mode])
+        self.search_stats = _StatsView(self.search_diffusion, statistics)
+        self._probes: dict = {}
+        self._tables: dict = {}
+
+    def tables(self, scheme: Scheme, ts):
+        """Tables of ``scheme`` on ``ts`` for the search diffusion (cached), or ``None`` if they cannot be built."""
+        key = (scheme, np.asarray(ts).tobytes())
+        if key not in self._tables:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._tables[key] = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+            except (ValueError, np.linalg.LinAlgError):
+                self._tables[key] = None
+        return self._tables[key]
+
+    def probe_errors(self, scheme: Scheme, ts) -> np.ndarray:
+        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` (``inf`` if it cannot be built)."""
+        t0, t1 = float(ts[0]), float(ts[-1])
+        if (t0, t1) not in self._probes:
+            self._probes[(t0, t1)] = ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES)
+        tables = self.tables(scheme, ts)
+        return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
+
+    def sharp_error(self, scheme: Scheme, ts) -> float:
+        """Surrogate error of ``scheme`` on ``ts`` at ``component_scale`` :data:`GUARD_SCALE` (``inf`` if unbuilt)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf
+        err = surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=GUARD_SCALE)
+        return err if np.isfinite(err) else np.inf
+
+    def error(self, scheme: Scheme, ts) -> tuple[float, float]:
+        """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
+        statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf, np.inf
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
+        except (ValueError, np.linalg.LinAlgError):
+            return np.inf, np.inf
+        if gain > MAX_GAIN:
+            return np.inf, np.inf
+        errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
+                         for c in ENSEMBLE])
+        if not np.all(np.isfinite(errs)):
+            return np.inf, np.inf
+        return float(np.max(np.log(np.maximum(errs, 1e-300)))), float(errs[0])
+
+
+class _StatsView(DataStatistics):
+    """``statistics`` seen by another diffusion object (the mode subset); only the surrogate reads it."""
+
+    def __init__(self, diffusion, statistics: DataStatistics):  # noqa: D107 (no validation: same data)
+        self.diffusion, self.event_shape, self.dim = diffusion, statistics.event_shape, statistics.dim
+        self.mean, self.dense_cov, self.mode_variances = statistics.mean, statistics.dense_cov, statistics.mode_variances
