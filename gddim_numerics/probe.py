@@ -4,7 +4,7 @@ The surrogate errors of :mod:`~gddim_numerics.surrogate` are exact on Gaussian d
 network output is affine in the state. On multi-modal data the exact network switches between
 components as a trajectory commits to one: the data prediction :math:`\hat x_0(u, t)` then moves
 like a smoothed step in time, which polynomial extrapolation of :math:`\hat x_0` can follow much
-worse than the ε-prediction. No Gaussian, however sharp, shows this.
+worse than the ε-prediction. No Gaussian shows this switching.
 
 The probe is the data's law with its top principal direction split in two. Take the modal problem
 (:func:`~gddim_numerics.modal.modal_problems`) with the largest excess covariance
@@ -26,10 +26,10 @@ with :math:`a_1 = \sqrt{(1-c)\lambda(1-w)/w}`, :math:`a_2 = \sqrt{(1-c)\lambda w
 and every network output follows from it: :math:`\epsilon_K = -K_t^\top\nabla\log p_t`, the data
 prediction :math:`\Psi(t,0)^{-1}(u + \Sigma_t\nabla\log p_t)` (Tweedie).
 
-:func:`switching_probe` draws :data:`PROBE_POINTS` start points from :math:`p_{t_{start}}` (a fixed
+:class:`ProbeSet` draws :data:`PROBE_POINTS` start points from :math:`p_{t_{start}}` (a fixed
 seed, antithetic pairs) and carries them to :math:`t_{end}` along the exact probability flow
 :math:`\dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u)` (DOP853, rtol ``1e-10``, atol ``1e-12``);
-:func:`probe_error` runs any deterministic :class:`~gddim_numerics.tables.StepTables` plan on the probe
+:meth:`ProbeSet.errors` runs any deterministic :class:`~gddim_numerics.tables.StepTables` plan on the probe
 with this exact network (the table recursion of :func:`~gddim_numerics.surrogate.run_tables`) and
 returns the relative RMS error of the end points.
 """
