@@ -28,7 +28,9 @@ prediction :math:`\Psi(t,0)^{-1}(u + \Sigma_t\nabla\log p_t)` (Tweedie).
 
 :class:`ProbeSet` draws :data:`PROBE_POINTS` start points from :math:`p_{t_{start}}` (a fixed
 seed, antithetic pairs) and carries them to :math:`t_{end}` along the exact probability flow
-:math:`\dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u)` (DOP853, rtol ``1e-10``, atol ``1e-12``);
+:math:`\dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u)`: for a scalar problem by the quantile
+map :math:`F_{t_{end}}^{-1}\circ F_{t_{start}}` (the mixture CDFs are closed forms), otherwise by
+DOP853 (rtol ``1e-10``, atol ``1e-12``);
 :meth:`ProbeSet.errors` runs any deterministic :class:`~gddim_numerics.tables.StepTables` plan on the probe
 with this exact network (the table recursion of :func:`~gddim_numerics.surrogate.run_tables`) and
 returns the relative RMS error of the end points.
@@ -152,6 +154,8 @@ class ProbeSet:
         raise ValueError(f"probe errors support network outputs eps_R, eps_L, score and data; got {output!r}")
 
     def _reference(self) -> list[np.ndarray]:
+        if self.problem.size == 1:
+            return [self._quantile_map(pr) for pr in self.probes]
         from scipy.integrate import solve_ivp  # keeps the package import light
 
         shape = (len(self.probes),) + self.probes[0].start.shape
@@ -168,6 +172,30 @@ class ProbeSet:
         if not sol.success:
             raise RuntimeError(f"probe reference solve failed: {sol.message}")
         return list(sol.y[:, -1].reshape(shape))
+
+    def _cdf(self, probe: Probe, t: float, u: np.ndarray) -> np.ndarray:
+        """The probe's marginal CDF at time ``t`` (scalar problem) at the points ``u``."""
+        from scipy.special import ndtr  # keeps the package import light
+
+        psi, sig = self.at(t, "psi", "sigma")
+        sd = np.sqrt(psi[0, 0] ** 2 * probe.excess[0, 0] + sig[0, 0])
+        return probe.weights @ ndtr((u[None, :] - psi[0, 0] * probe.means) / sd)
+
+    def _quantile_map(self, probe: Probe) -> np.ndarray:
+        r"""Scalar problem: the flow maps quantiles to quantiles, :math:`u_{end} = F_{end}^{-1}(F_{start}(u))`
+        (a 1-D flow keeps the mass on either side of a trajectory); bisection to the float resolution."""
+        q = self._cdf(probe, self.t_start, probe.start[0])
+        psi, sig = self.at(self.t_end, "psi", "sigma")
+        m = psi[0, 0] * probe.means[:, 0]
+        width = 40.0 * np.sqrt(psi[0, 0] ** 2 * probe.excess[0, 0] + sig[0, 0])
+        lo, hi = np.full_like(q, m.min() - width), np.full_like(q, m.max() + width)
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if np.all((mid == lo) | (mid == hi)):
+                break
+            below = self._cdf(probe, self.t_end, mid) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return 0.5 * (lo + hi)[None]
 
     def errors(self, tables: StepTables) -> np.ndarray:
         """Relative RMS end-point errors of the deterministic plan ``tables`` on every probe."""

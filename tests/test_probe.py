@@ -3,8 +3,6 @@ on a fresh switching mixture."""
 
 import numpy as np
 import pytest
-from scipy.optimize import brentq
-from scipy.stats import norm
 
 import gddim_numerics as gd
 from gddim_numerics.modal import modal_problems
@@ -50,20 +48,15 @@ def test_probe_score_matches_gaussian_mixture(t):
     assert np.max(np.abs(got - fd)) <= 1e-6 * np.max(np.abs(fd))  # measured 1.3e-9 (O(h^2) + rounding/h)
 
 
-def test_probe_reference_is_the_quantile_map():
-    """1-D flow maps quantiles to quantiles: the reference end points equal F_end^{-1}(F_start(u))."""
-    sde, _, probes = _vp_probe()
+@pytest.mark.parametrize("sde", [gd.VPSDE.linear(), gd.VESDE()], ids=["vp", "ve"])
+@pytest.mark.parametrize("weight, scale", [(0.3, 0.05), (0.5, 0.01)])
+def test_scalar_probe_reference_matches_reference_flow(sde, weight, scale):
+    """Scalar problems: the quantile-map end points equal GaussianMixture.reference_flow (DOP853, rtol 1e-12)."""
+    stats = DataStatistics(sde, (1,), np.array([0.4]), np.array([[1.7]]) + sde.initial_covariance[0])
+    probes = ProbeSet(sde, modal_problems(stats), sde.t_start, sde.t_end, [(weight, scale)])
     pr = probes.probes[0]
-    mix = _mixture(sde, (1,), probes, 0)
-
-    def cdf(x, t):
-        m, c = mix.marginal(t)
-        return float(pr.weights @ norm.cdf(x, m[:, 0], np.sqrt(c[:, 0, 0])))
-
-    s, t = probes.t_start, probes.t_end
-    want = np.array([brentq(lambda y: cdf(y, t) - cdf(x, s), -20, 20, xtol=1e-14, rtol=1e-14)
-                     for x in pr.start[0]])
-    assert np.max(np.abs(pr.end[0] - want)) <= 1e-7 * np.max(np.abs(want))  # measured 4e-11 (DOP853 rtol 1e-10)
+    want = _mixture(sde, (1,), probes, 0).reference_flow(pr.start.T, sde.t_start, sde.t_end, 1e-12, 1e-14)[:, 0]
+    assert np.max(np.abs(pr.end[0] - want)) <= 1e-10 * np.max(np.abs(want))  # measured 3.4e-13 at most
 
 
 def test_cld_probe_reference_matches_reference_flow():
