@@ -152,6 +152,21 @@ def test_summary_counts_failures_as_losses_and_checks_the_targets():
     assert "Error growth from inexact statistics" in render_report(results, s)
 
 
+def test_grid_gain_is_the_pick_error_over_the_optimised_error_per_kind():
+    errors = {"paper_q3": [[1.0], [1.0], [1.0]], "auto": [[0.1], [0.5], [0.2]], "auto_pick": [[0.4], [0.25], ["inf"]]}
+    results = {"config": {"paper": "paper_q3", "methods": list(errors), "nfe": [10], "kinds": ["vp", "ve"],
+                          "first_seed": 1000, "problems": 3},
+               "problems": [{"kind": k, "points": 4, "excluded": 0, "reference_tight_change": 1e-11,
+                             "errors": {m: errors[m][i] for m in errors}} for i, k in enumerate(["vp", "vp", "ve"])],
+               "failures": []}
+    s = summarize(results)
+    # gains 0.4/0.1 = 4 and 0.25/0.5 = 0.5; the third problem (pick non-finite) has none
+    assert s["grid_gain"]["all"][0] == {"n": 2, "median": pytest.approx(2.25), "smallest": 0.5, "below_one": 1}
+    assert s["grid_gain"]["vp"][0]["n"] == 2 and s["grid_gain"]["ve"][0]["n"] == 0
+    assert "auto_pick" not in s["growth"]
+    assert "Grid optimisation vs the best family pick" in render_report(results, s)
+
+
 def test_auto_variants_pass_their_statistics_to_gddim_auto(monkeypatch):
     seen = []
 
@@ -173,19 +188,21 @@ def test_auto_variants_pass_their_statistics_to_gddim_auto(monkeypatch):
         def diagonal(self):
             return FakeStatistics(self.what + ("diagonal",))
 
-    def build(diffusion, ts, statistics=None, **options):
-        seen.append(None if statistics is None else statistics.what)
-        return gd.GDDIM(diffusion, ts, **options)
+    def build(diffusion, ts, statistics=None, optimize_grid=True):
+        seen.append((None if statistics is None else statistics.what, optimize_grid))
+        return gd.GDDIM(diffusion, ts)
 
     monkeypatch.setattr(gd, "DataStatistics", FakeStatistics, raising=False)
-    monkeypatch.setitem(gd.METHODS, "gddim_auto", gd.Method(build=build, options=("statistics",), description="fake"))
-    assert family.default_methods()[-5:] == tuple(family.AUTO_VARIANTS)
+    monkeypatch.setitem(gd.METHODS, "gddim_auto", gd.Method(build=build, options=("statistics", "optimize_grid"),
+                                                                 description="fake"))
+    assert family.default_methods()[-6:] == tuple(family.AUTO_VARIANTS)
     p = make_problem(1002)
     x = p.data.sample_prior(2, rng=0)
     for name in family.AUTO_VARIANTS:
         family.run_method(p, name, 5, x)
     k = p.data.n_components
-    assert seen == [("problem", k), ("problem", k, "scaled", 3.0), ("problem", k, "diagonal"), ("samples", 100), None]
+    assert seen == [(("problem", k), True), (("problem", k, "scaled", 3.0), True), (("problem", k, "diagonal"), True),
+                    (("samples", 100), True), (None, True), (("problem", k), False)]
 
 
 def test_clean_samples_have_the_clean_moments():

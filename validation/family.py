@@ -201,6 +201,8 @@ AUTO_VARIANTS: dict[str, AutoVariant] = {
     "auto_samples100": AutoVariant(f"gddim_auto, statistics estimated from {STATISTICS_SAMPLES} data samples",
                                    _sample_statistics),
     "auto_nostats": AutoVariant("gddim_auto without statistics (its documented default)", None),
+    "auto_pick": AutoVariant("gddim_auto, exact statistics, optimize_grid=False (family pick on the base grid only)",
+                             _exact_statistics, (("optimize_grid", False),)),
 }
 
 
