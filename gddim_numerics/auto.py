@@ -261,6 +261,9 @@ def auto_plan(diffusion: LinearDiffusion, nfe: int, statistics: DataStatistics |
             raise ValueError(f"ts has {len(ts) - 1} steps; nfe={nfe} needs {nfe}")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"budget must be an integer >= 1; got {budget!r}")
+    # the ends as floats, so that the defaults and the same times given explicitly share one cache entry
+    t_start = diffusion.t_start if t_start is None else float(t_start)
+    t_end = diffusion.t_end if t_end is None else float(t_end)
     key = (nfe, None if ts is None else ts.tobytes(), bool(optimize_grid), int(budget), t_start, t_end,
            statistics.fingerprint)
     cache = diffusion.__dict__.setdefault("_auto_cache", OrderedDict())
