@@ -184,3 +184,19 @@ def test_diffusers_ddim_sees_the_same_network_and_times():
     ts = np.concatenate([(sched.timesteps.numpy() + 1) / 1000, [diffusion.t_end]])
     want = gd.GDDIM(diffusion, ts, order=1).sample(eps_fn, x).x
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)  # measured 3.4e-13 (float64 throughout)
+
+
+def test_log_snr_flow_matches_the_exact_score_flow_in_t():
+    """The VP flow solved in the log-SNR = the mixture's own DOP853 flow in t (reference_flow, rtol 1e-12)."""
+    from gddim_numerics.validation.digits_reference import log_snr_flow
+
+    rng = np.random.default_rng(3)
+    for diffusion in (gd.VPSDE.linear(), gd.VPSDE.cosine()):
+        data = gd.GaussianMixture(diffusion, (3,), [0.3, 0.7], rng.uniform(-1, 1, (2, 3)),
+                                  np.stack([0.2 * np.eye(3), 0.05 * np.eye(3)]))
+        x = data.sample_prior(6, rng=rng)
+        want = data.reference_flow(x, diffusion.t_start, diffusion.t_end, rtol=1e-12, atol=1e-14)
+        got = log_snr_flow(diffusion, data.eps_R, x, "eps_R", rtol=1e-11, atol=1e-13)
+        assert dr.relative_error(got["x"], want) < 1e-10  # measured 1.9e-12 (linear), 2.5e-12 (cosine)
+    with pytest.raises(ValueError, match="VP"):
+        log_snr_flow(gd.CLD(), data.eps_R, x, "eps_R", rtol=1e-8, atol=1e-10)
