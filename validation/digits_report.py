@@ -122,11 +122,12 @@ def render(results: dict, command: str) -> str:
         f"{results['cold_nets']} of {len(cfg['diffusions'])} networks trained, the rest from the cache).", "",
         "Score networks (an MLP with smooth sinusoidal features of t and log t, "
         f"{cfg['depth']} residual blocks of width {cfg['hidden']}, {cfg['steps']} Adam steps) are trained on the "
-        f"1437 training images (8×8, scaled to [-1, 1]) for each diffusion, predicting gDDIM's ε (VP) or the data "
-        "(CLD, BDM). "
+        f"1437 training images (8×8, scaled to [-1, 1]) for each diffusion, predicting gDDIM's ε (VP, CLD) or the data "
+        "(BDM). "
         f"From the same {cfg['n_samples']} prior draws every sampler is scored by",
         "- **solver error**: ‖X − X*‖_F / ‖X*‖_F against the same network's probability-flow solution X* "
-        f"(DOP853, rtol {cfg['reference_rtol']:g}, float64), over the full state (CLD: positions and velocities); "
+        f"(DOP853, rtol {cfg['reference_rtol']:g} (CLD {cfg['cld_reference_rtol']:g}), float64; VP integrated in the "
+        "log-SNR, validation/digits_reference.py), over the full state (CLD: positions and velocities); "
         "stochastic samplers (EM, ancestral) solve another equation and have none;",
         f"- **FD**: Fréchet distance d² in the 32 features of a digits classifier trained here (held-out accuracy "
         f"{_fmt(clf['held_out_accuracy'])}) to the {clf['held_out']} held-out digits; "

@@ -16,10 +16,13 @@ Diffusions (:data:`DIFFUSIONS`) and the state of one image
 
 Training target (:attr:`DigitsDiffusion.output`)
     :math:`u_t = \Psi(t, 0)u_0 + R_t\epsilon`, :math:`\epsilon \sim N(0, I)`, loss
-    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2` (VP: gDDIM's ε, ``output="eps_R"``, what diffusers'
-    schedulers take) or :math:`\|D_\theta(u_t, t) - u_0\|^2` (CLD, BDM: ``output="data"``; an ε-network's
-    errors at small noise are amplified by :math:`R_t^{-1}` (CLD) and by :math:`1/d_{min}` in BDM's
-    high frequencies, a data-network's are damped by :math:`\Psi`); :math:`\Psi(t, 0)` and :math:`R_t` are the
+    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2` (VP, CLD: gDDIM's ε, ``output="eps_R"``, what diffusers'
+    schedulers take) or :math:`\|D_\theta(u_t, t) - u_0\|^2` (BDM: ``output="data"``; an ε-network's errors
+    are amplified by :math:`1/d_{min}` in BDM's high frequencies). CLD must not predict the data: the flow's
+    data term :math:`-\tfrac12GG^\top\Sigma_t^{-1}\Psi D` multiplies a data-network's error by
+    :math:`\Sigma_t^{-1}` (~1e6 at ``t_end = 1e-3``), and the flow of such a network (4000 steps) blew up
+    below ``t = 0.03`` (states ~1e26 at ``t_end``, RK45 and DOP853 agreeing); an ε-network's error enters
+    through :math:`R_t^{-\top}`, the square root of that. :math:`\Psi(t, 0)` and :math:`R_t` are the
     library's float64 tables (``mean_coefficient``, ``gddim_factor``) per mode, applied in the
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
@@ -120,7 +123,7 @@ class DigitsDiffusion:
 
 DIFFUSIONS = {
     "vp": DigitsDiffusion("vp", "VP (discrete DDPM, 1000 linear betas 1e-4..0.02), eps-prediction", (64,), "eps_R"),
-    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), data-prediction of (x, v)", (64, 2), "data"),
+    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), eps-prediction of (x, v)", (64, 2), "eps_R"),
     "bdm": DigitsDiffusion("bdm", "BDM 8x8 (gDDIM schedule, sigma_B,max = 10), data-prediction", (8, 8), "data"),
 }
 
