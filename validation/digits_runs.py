@@ -5,13 +5,14 @@ Per diffusion, from the same :math:`n` start points drawn from the diffusion's p
 
 reference
     The network's own probability-flow solution to ``t_end`` (cached with the weights): DOP853 (``scipy``, via
-    :class:`~gddim_numerics.samplers.ivp.ProbabilityFlowIVP`) at ``rtol`` 1e-8, ``atol`` 1e-10 (CLD: 1e-6,
-    1e-8), in float64 (the network too); VP in the log-SNR (:mod:`.digits_reference`: 398 evaluations
-    instead of ~10 000 in ``t``, where the discrete schedule's spline kinks slow DOP853 down). Its accuracy is estimated by a second solve at 100× smaller
-    tolerances from the first :data:`N_CHECK` start points. CLD's flow is expensive because of its network,
-    not of the diffusion's stiff linear part: solving it in the integrating-factor variable
-    :math:`z = R_t^{-1}u` (data form, which removes :math:`\hat F_t` exactly) took as many evaluations
-    (16 points, rtol 1e-6: 8246 vs 8102; the two agree to 8.8e-7), so the plain solve is kept.
+    :class:`~gddim_numerics.samplers.ivp.ProbabilityFlowIVP`) at ``rtol`` 1e-8, ``atol`` 1e-10, in float64
+    (the network too); VP in the log-SNR (:mod:`.digits_reference`: ~400 evaluations instead of ~10 000 in
+    ``t``, where the discrete schedule's spline kinks slow DOP853 down). Its accuracy is estimated by a
+    second solve at 100× smaller tolerances from the first :data:`N_CHECK` start points. A network whose flow
+    diverges (:func:`reference_task`) has no reference: the CLD networks' flows did (below ``t`` ≈ 0.01,
+    whatever they predicted), so their samplers get a Fréchet distance only. Solving that flow in the
+    integrating-factor variable :math:`z = R_t^{-1}u` (data form, which removes :math:`\hat F_t` exactly)
+    took as many evaluations as in ``u`` (16 points, rtol 1e-6: 8246 vs 8102, agreeing to 8.8e-7).
 solver error
     :math:`\|X - X^*\|_F / \|X^*\|_F` over all start points and the full state (CLD: positions and
     velocities), for every deterministic sampler; stochastic samplers (EM, ancestral) solve another
@@ -49,7 +50,10 @@ from .executor import Task
 
 N_IMAGES = 16  # images kept per run for the PNG grids
 REFERENCE_ATOL_RATIO = 1e-2
-N_CHECK = 32  # start points of the reference's accuracy check
+N_CHECK = 32  # start points of the reference's accuracy check and divergence probe
+#: RMS of the reference end states above which the network's flow counts as diverged (the data lie in [-1, 1];
+#: the CLD flows reached 1e13-1e28, the tiny --quick VP network's ~240)
+DIVERGED_RMS = 1e4
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,6 @@ class DigitsConfig:
     rk45_tolerances: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     peers: tuple[str, ...] = PEERS
     reference_rtol: float = 1e-8
-    #: CLD's reference tolerance: its network's flow costs ~40k evaluations at rtol 1e-8 (16 points: 182 s)
-    #: against ~8k at 1e-6, whose measured accuracy (vs 1e-8) is 2.6e-6; see :func:`reference_task`.
-    cld_reference_rtol: float = 1e-6
     check_reference: bool = True
     seed: int = 0
 
@@ -132,12 +133,7 @@ class DigitsConfig:
     def quick(cls) -> "DigitsConfig":
         """Tiny networks and few runs: every code path in well under a minute."""
         return cls(nfe=(5, 10), fd_nfe=20, n_samples=32, steps=100, hidden=32, depth=1, classifier_steps=100,
-                   rk45_tolerances=(1e-2,), peers=("DDIM",), reference_rtol=1e-4, cld_reference_rtol=1e-4,
-                   check_reference=False)
-
-    def rtol(self, diffusion: str) -> float:
-        """The reference tolerance of ``diffusion``."""
-        return self.cld_reference_rtol if diffusion == "cld" else self.reference_rtol
+                   rk45_tolerances=(1e-2,), peers=("DDIM",), reference_rtol=1e-4, check_reference=False)
 
     def train_config(self, diffusion: str) -> TrainConfig:
         return TrainConfig(diffusion, hidden=self.hidden, depth=self.depth, steps=self.steps, seed=self.seed)
@@ -178,10 +174,12 @@ def _flow(name: str, diffusion: gd.LinearDiffusion, eps_fn, x: np.ndarray, rtol:
 
 
 def reference_task(net: dict, name: str, n: int, seed: int, rtol: float, check: bool) -> dict:
-    """Start points and the network's DOP853 probability-flow solution from them.
+    """Start points and the network's DOP853 probability-flow solution from them (``x_ref``).
 
-    Cached beside the network's weights (keyed by the network, the coordinates, ``n``, ``seed``, ``rtol``,
-    ``check``).
+    First the first :data:`N_CHECK` start points are solved at 100× looser tolerances: if their end
+    states' RMS exceeds :data:`DIVERGED_RMS` (the data lie in [-1, 1]) the network's flow diverges, there
+    is no solver error to measure, and ``x_ref`` is ``None`` (``rms`` says how far it went). Cached beside
+    the network's weights (keyed by the network, the coordinates, ``n``, ``seed``, ``rtol``, ``check``).
     """
     setup = DIFFUSIONS[name]
     diffusion = setup.make()
@@ -191,20 +189,28 @@ def reference_task(net: dict, name: str, n: int, seed: int, rtol: float, check: 
     if path.exists():
         saved = np.load(path)
         if np.array_equal(saved["x_start"], x):
-            return {"x_start": x, "x_ref": saved["x_ref"], "nfe": int(saved["nfe"]), "rtol": rtol,
-                    "accuracy": None if np.isnan(saved["accuracy"]) else float(saved["accuracy"]), "cached": True}
+            diverged = saved["x_ref"].size == 0
+            return {"x_start": x, "x_ref": None if diverged else saved["x_ref"], "nfe": int(saved["nfe"]),
+                    "rtol": rtol, "rms": float(saved["rms"]), "cached": True,
+                    "accuracy": None if np.isnan(saved["accuracy"]) else float(saved["accuracy"])}
     eps_fn = eps_closure(net["net"])
-    x_ref, nfe = _flow(name, diffusion, eps_fn, x, rtol)
-    accuracy = None
-    if check:
-        accuracy = relative_error(x_ref[:N_CHECK], _flow(name, diffusion, eps_fn, x[:N_CHECK], rtol / 100)[0])
+    probe, nfe = _flow(name, diffusion, eps_fn, x[:N_CHECK], rtol * 100)
+    rms = float(np.sqrt(np.mean(np.square(probe)))) if np.all(np.isfinite(probe)) else math.inf
+    x_ref, accuracy = None, None
+    if rms <= DIVERGED_RMS:
+        x_ref, nfe = _flow(name, diffusion, eps_fn, x, rtol)
+        rms = float(np.sqrt(np.mean(np.square(x_ref))))
+        if check:
+            accuracy = relative_error(x_ref[:N_CHECK], _flow(name, diffusion, eps_fn, x[:N_CHECK], rtol / 100)[0])
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, x_start=x, x_ref=x_ref, nfe=nfe, accuracy=np.nan if accuracy is None else accuracy)
+            np.savez(f, x_start=x, x_ref=np.zeros(0) if x_ref is None else x_ref, nfe=nfe, rms=rms,
+                     accuracy=np.nan if accuracy is None else accuracy)
 
     save_atomic(path, write)
-    return {"x_start": x, "x_ref": x_ref, "nfe": nfe, "rtol": rtol, "accuracy": accuracy, "cached": False}
+    return {"x_start": x, "x_ref": x_ref, "nfe": nfe, "rtol": rtol, "rms": rms, "accuracy": accuracy,
+            "cached": False}
 
 
 def relative_error(x, ref: np.ndarray) -> float:
@@ -217,7 +223,7 @@ def relative_error(x, ref: np.ndarray) -> float:
 
 def _outcome(name: str, x, ref: dict, clf: Classifier, nfe: int, stochastic: bool, **extra) -> dict:
     images = DIFFUSIONS[name].image_of(np.asarray(x))
-    return {"nfe": int(nfe), "error": None if stochastic else relative_error(x, ref["x_ref"]),
+    return {"nfe": int(nfe), "error": None if stochastic or ref["x_ref"] is None else relative_error(x, ref["x_ref"]),
             "fd": clf.frechet(images), "images": images[:N_IMAGES], **extra}
 
 
@@ -254,6 +260,8 @@ def peer_task(net: dict, ref: dict, clf: Classifier, peer: str, nfe: int) -> dic
     diffusers, reason = peers.import_diffusers()
     if diffusers is None:
         raise RuntimeError(reason)
+    if ref["x_ref"] is None:
+        raise RuntimeError("the VP network's flow diverges: there is no reference to search the options against")
     spec = next(p for p in peers.PEERS if p.name == peer)
     cls = getattr(diffusers, spec.class_name)
     diffusion = DIFFUSIONS["vp"].make()
@@ -280,7 +288,7 @@ def tasks(config: DigitsConfig, cache: str) -> list[Task]:
     for name in config.diffusions:
         out.append(Task(("net", name), net_task, (config.train_config(name), str(cache))))
         out.append(Task(("reference", name), reference_task,
-                        (name, config.n_samples, config.seed, config.rtol(name), config.check_reference),
+                        (name, config.n_samples, config.seed, config.reference_rtol, config.check_reference),
                         needs=(("net", name),)))
         needs = (("net", name), ("reference", name), ("classifier",))
         for key, spec in SAMPLERS.items():
