@@ -200,3 +200,21 @@ def test_log_snr_flow_matches_the_exact_score_flow_in_t():
         assert dr.relative_error(got["x"], want) < 1e-10  # measured 1.9e-12 (linear), 2.5e-12 (cosine)
     with pytest.raises(ValueError, match="VP"):
         log_snr_flow(gd.CLD(), data.eps_R, x, "eps_R", rtol=1e-8, atol=1e-10)
+
+
+def test_a_diverging_flow_has_no_reference_and_no_solver_error(tmp_path, monkeypatch):
+    """A flow whose end states blow up (as the CLD networks' did) gives x_ref None, cached as such."""
+    calls = []
+
+    def blown_up(name, diffusion, eps_fn, x, rtol):
+        calls.append(len(x))
+        return x * 1e6, 7
+
+    monkeypatch.setattr(dr, "_flow", blown_up)
+    net = {"net": dt.build_net(dt.TrainConfig("cld", hidden=8, depth=1)).double(), "path": str(tmp_path / "cld-x.pt")}
+    ref = dr.reference_task(net, "cld", 40, 0, 1e-8, True)
+    assert ref["x_ref"] is None and ref["rms"] > dr.DIVERGED_RMS and calls == [dr.N_CHECK]  # the probe only
+    again = dr.reference_task(net, "cld", 40, 0, 1e-8, True)
+    assert again["cached"] and again["x_ref"] is None and again["rms"] == ref["rms"] and calls == [dr.N_CHECK]
+    clf = type("C", (), {"frechet": staticmethod(lambda images: 1.0)})()
+    assert dr._outcome("cld", ref["x_start"], ref, clf, 10, False)["error"] is None

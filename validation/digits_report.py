@@ -75,13 +75,14 @@ def targets(results: dict) -> list[dict]:
                 peers = [r["error"] for r in results["diffusions"][name]["rows"]
                          if r["kind"] == "diffusers" and r["nfe"] == nfe and r["error"] is not None]
                 ratio = None if best is None or not peers else best / min(peers)
-                out.append({"diffusion": name, "nfe": nfe, "what": f"{sampler} error / best diffusers error",
+                out.append({"diffusion": name, "nfe": nfe,
+                            "what": f"{sampler or 'library'} error / best diffusers error",
                             "value": ratio, "target": f"<= {VP_RATIO_TARGET}",
                             "met": None if ratio is None else ratio <= VP_RATIO_TARGET})
             else:
                 paper = _value(results, name, PAPER, nfe)
                 gain = None if best is None or paper is None else paper / best
-                out.append({"diffusion": name, "nfe": nfe, "what": f"{PAPER} error / {sampler} error",
+                out.append({"diffusion": name, "nfe": nfe, "what": f"{PAPER} error / {sampler or 'library'} error",
                             "value": gain, "target": f">= {PAPER_GAIN_TARGET}",
                             "met": None if gain is None else gain >= PAPER_GAIN_TARGET})
         sampler = best_library(results, name, 10)[0] or BEST[0]  # no solver error (CLD): gddim_auto
@@ -147,7 +148,9 @@ def render(results: dict, command: str) -> str:
         "(validation/peers.py's search, scored the same way); `gddim_lsnr` is one fixed scheme (ε-form gDDIM, q = 3 "
         "with the evaluation-free corrector, grid uniform in log-SNR, extrapolation in log-SNR: the analogue of "
         "DPM-Solver/UniPC), chosen on the randomized exact-score family (seeds 0-59), not on these networks, and "
-        f"run on VP only. `{PAPER}` is the paper's scheme of the targets.", "", "## Targets", "",
+        f"run on VP only. `{PAPER}` is the paper's scheme of the targets. Every sampler, diffusers' included, ends "
+        "at the diffusion's t_end with no extra denoising step (VP: t = 1/1000 = timestep 0; diffusers with "
+        "set_alpha_to_one=False / final_sigmas_type='sigma_min'), where the reference ends.", "", "## Targets", "",
         "| diffusion | NFE | measure | value | target | met |", "|---|---|---|---|---|---|"]
     for t in results["targets"]:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")

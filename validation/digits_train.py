@@ -128,7 +128,7 @@ class DigitsDiffusion:
 
 DIFFUSIONS = {
     "vp": DigitsDiffusion("vp", "VP (discrete DDPM, 1000 linear betas 1e-4..0.02), eps-prediction", (64,), "eps_R"),
-    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), eps-prediction of (x, v)", (64, 2), "eps_R"),
+    "cld": DigitsDiffusion("cld", "CLD (M^-1 = 4, Gamma = 1, beta = 4), data-prediction of (x, v)", (64, 2), "data"),
     "bdm": DigitsDiffusion("bdm", "BDM 8x8 (gDDIM schedule, sigma_B,max = 10), data-prediction", (8, 8), "data"),
 }
 
