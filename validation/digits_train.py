@@ -21,13 +21,13 @@ Diffusions (:data:`DIFFUSIONS`) and the state of one image
 
 Training target (:attr:`DigitsDiffusion.output`)
     :math:`u_t = \Psi(t, 0)u_0 + R_t\epsilon`, :math:`\epsilon \sim N(0, I)`, loss
-    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2` (VP, CLD: gDDIM's ε, ``output="eps_R"``, what diffusers'
-    schedulers take) or :math:`\|D_\theta(u_t, t) - u_0\|^2` (BDM: ``output="data"``; an ε-network's errors
-    are amplified by :math:`1/d_{min}` in BDM's high frequencies). CLD's flow multiplies a network's
+    :math:`\|\epsilon_\theta(u_t, t) - \epsilon\|^2` (VP: gDDIM's ε, ``output="eps_R"``, what diffusers'
+    schedulers take) or :math:`\|D_\theta(u_t, t) - u_0\|^2` (CLD, BDM: ``output="data"``; an ε-network's
+    errors are amplified by :math:`1/d_{min}` in BDM's high frequencies). CLD's flow multiplies a network's
     errors by :math:`R_t^{-1}` (ε) or :math:`\Sigma_t^{-1}` (data), ~1e3 and ~1e6 at ``t_end = 1e-3``: the
     flows of the CLD networks trained here diverged below ``t`` ≈ 0.01 whatever they predicted (RMS of the
-    end states 4e25 for data, 1e13 for ε, 7e28 for ε with the √t training times; RK45 and DOP853 agree), so
-    CLD has no solver error (:func:`~.digits_runs.reference_task`). :math:`\Psi(t, 0)` and :math:`R_t` are the
+    end states 4e25 for data, 1e13 for ε, 8e25 / 7e28 for data / ε with the √t training times; RK45 and
+    DOP853 agree; the ε network's samples diverged as well, FD ~1e10), so CLD has no solver error (:func:`~.digits_runs.reference_task`). :math:`\Psi(t, 0)` and :math:`R_t` are the
     library's float64 tables (``mean_coefficient``, ``gddim_factor``) per mode, applied in the
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
