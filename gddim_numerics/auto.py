@@ -21,6 +21,22 @@ Gaussian is not picked). Three stages:
    fixed, steps monotone, neighbouring step ratios bounded), at most ``budget`` evaluations.
    A grid wins only if it beats the stage-1 pick.
 
+**Guard.** The surrogate is exact on Gaussians and blind to the switching of a trajectory between
+the components of multi-modal data, which polynomial extrapolation of the data prediction follows
+worse than the paper's ε extrapolation. Every candidate of every stage other than the paper's
+scheme on the base grid must therefore
+
+* be no worse than the paper's scheme on the sharpest Gaussian member (``component_scale``
+  :data:`GUARD_SCALE`: near-Dirac components, whose data prediction is nearly piecewise constant),
+* and on each switching probe of :data:`PROBES` (:class:`~gddim_numerics.probe.ProbeSet`: the data's
+  top principal direction split into two sharp components with the data's moments, run with its
+  exact score against a DOP853 reference) have at most :data:`PROBE_MARGIN` times the paper's error
+  (ties go to the paper); the paper's scheme on another grid needs only be no worse than on its own.
+
+Stage 1 takes the best-ranked scheme that passes (the paper's scheme always does); a first step or
+grid that fails is not taken (Nelder–Mead sees it as :math:`+\infty`). ``plan.auto_report["rejected"]``
+lists the schemes ranked above the pick that failed.
+
 Candidates whose Dirac perturbation gain (:func:`~gddim_numerics.plans.dirac_gain`) exceeds :data:`MAX_GAIN` are
 skipped, so every plan stays exact on Dirac data to rounding.
 
@@ -46,6 +62,7 @@ from .diffusion import LinearDiffusion, ScalarModesDiffusion
 from .grids import check_grid, time_grid
 from .modal import MAX_DENSE, modal_problems
 from .plans import deterministic_tables, dirac_gain
+from .probe import ProbeSet
 from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 from .surrogate import surrogate_error
@@ -68,6 +85,14 @@ MAX_MODES = 32
 #: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
 #: Gaussian and mixtures of sharper components with the same overall moments.
 ENSEMBLE = (1.0, 0.1, 0.01)
+#: (weight, component scale) of the switching probes (:func:`~gddim_numerics.probe.switching_probe`) that guard
+#: every pick other than the paper's scheme.
+PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: ``component_scale`` of the sharp Gaussian member that guards every pick besides the probes: a candidate's
+#: surrogate error there must not exceed the paper's scheme's.
+GUARD_SCALE = 1e-3
+#: Another scheme is kept only if its probe error is at most this multiple of the paper's scheme's on every probe.
+PROBE_MARGIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -117,18 +142,25 @@ class _ModeSubset(ScalarModesDiffusion):
     def __init__(self, base: ScalarModesDiffusion, idx: np.ndarray):
         self.base, self.idx, self.n_modes = base, idx, len(idx)
         self.time_range, self.t_start, self.t_end = base.time_range, base.t_start, base.t_end
+        # a diffusion that can evaluate its per-mode functions on a subset (BDM) does; others are sliced
+        self._sub = base.mode_functions(idx) if hasattr(base, "mode_functions") else None
+
+    def _modes(self, name, t):
+        if self._sub is not None:
+            return getattr(self._sub, name)(t)
+        return getattr(self.base, name)(t)[..., self.idx]
 
     def _log_mean(self, t):
-        return self.base._log_mean(t)[..., self.idx]
+        return self._modes("_log_mean", t)
 
     def _dlog_mean(self, t):
-        return self.base._dlog_mean(t)[..., self.idx]
+        return self._modes("_dlog_mean", t)
 
     def _variance(self, t):
-        return self.base._variance(t)[..., self.idx]
+        return self._modes("_variance", t)
 
     def _dvariance(self, t):
-        return self.base._dvariance(t)[..., self.idx]
+        return self._modes("_dvariance", t)
 
 
 class _Search:
@@ -151,14 +183,46 @@ class _Search:
             self.search_diffusion = _ModeSubset(diffusion, reps)
             self.problems = replace(problems, mode=group_of[problems.mode])
         self.search_stats = _StatsView(self.search_diffusion, statistics)
+        self._probes: dict = {}
+        self._tables: dict = {}
+
+    def tables(self, scheme: Scheme, ts):
+        """Tables of ``scheme`` on ``ts`` for the search diffusion (cached), or ``None`` if they cannot be built."""
+        key = (scheme, np.asarray(ts).tobytes())
+        if key not in self._tables:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._tables[key] = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+            except (ValueError, np.linalg.LinAlgError):
+                self._tables[key] = None
+        return self._tables[key]
+
+    def probe_errors(self, scheme: Scheme, ts) -> np.ndarray:
+        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` (``inf`` if it cannot be built)."""
+        t0, t1 = float(ts[0]), float(ts[-1])
+        if (t0, t1) not in self._probes:
+            self._probes[(t0, t1)] = ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES)
+        tables = self.tables(scheme, ts)
+        return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
+
+    def sharp_error(self, scheme: Scheme, ts) -> float:
+        """Surrogate error of ``scheme`` on ``ts`` at ``component_scale`` :data:`GUARD_SCALE` (``inf`` if unbuilt)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf
+        err = surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=GUARD_SCALE)
+        return err if np.isfinite(err) else np.inf
 
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:
         """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
         statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
+        tables = self.tables(scheme, ts)
+        if tables is None:
+            return np.inf, np.inf
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                tables = deterministic_tables(self.search_diffusion, ts, **scheme.options())
                 gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
         except (ValueError, np.linalg.LinAlgError):
             return np.inf, np.inf
@@ -205,13 +269,28 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     t1 = diffusion.t_end if t_end is None else float(t_end)
     base = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1) if ts is None else ts
     scores = {s: search.error(s, base) for s in FAMILY if not (s.corrector and nfe < 2)}
-    best = min(scores, key=lambda s: scores[s][0])
-    if not np.isfinite(scores[best][0]):
+    if not any(np.isfinite(v[0]) for v in scores.values()):
         raise ValueError(f"no scheme of the family can serve nfe={nfe} on this grid (every candidate failed to "
                          "build or amplifies rounding beyond MAX_GAIN)")
     paper = scores.get(PAPER, (np.inf, np.inf))
+    paper_probe = search.probe_errors(PAPER, base) if PAPER in scores else None
+    paper_sharp = search.sharp_error(PAPER, base) if PAPER in scores else None
+
+    def safe(scheme, grid) -> bool:
+        """The guard: no worse than the paper's scheme on the sharp Gaussian (GUARD_SCALE) and, on every
+        switching probe, another scheme within PROBE_MARGIN of it, the paper's scheme on another grid no worse."""
+        if paper_probe is None or (scheme == PAPER and grid is base):
+            return True
+        if not search.sharp_error(scheme, grid) <= paper_sharp:
+            return False
+        margin = 1.0 if scheme == PAPER else PROBE_MARGIN
+        return bool(np.all(search.probe_errors(scheme, grid) <= margin * paper_probe))
+
+    ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
+    best = next(s for s in ranked if safe(s, base))
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
-                  paper_objective=paper[0], evaluations=len(scores))
+                  paper_objective=paper[0], evaluations=len(scores),
+                  rejected=[s.options() for s in ranked[:ranked.index(best)]])
     grid, head = base, None
     obj, err = scores[best]
     if ts is None and optimize_grid and nfe >= 3:  # stage 1b: a large first step
@@ -222,7 +301,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                 continue
             cand, cand_err = search.error(best, cand_ts)
             report["evaluations"] += 1
-            if cand < obj:
+            if cand < obj and safe(best, cand_ts):
                 grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
                 report["first_log_snr"] = level
     if ts is None and optimize_grid and nfe >= 2 + (head is not None):
@@ -231,10 +310,13 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         cache: dict = {}
 
         def objective(x):
+            """The log surrogate error; ``inf`` for a grid that would win but fails the guard."""
             x = np.clip(x, lo, hi)
             key = tuple(np.round(x, 6))
             if key not in cache:
-                cache[key] = search.error(best, warped_grid(diffusion, nfe, x, t0, t1, head))
+                cand_grid = warped_grid(diffusion, nfe, x, t0, t1, head)
+                cand, cand_err = search.error(best, cand_grid)
+                cache[key] = (cand if cand >= obj or safe(best, cand_grid) else np.inf, cand_err)
             return cache[key][0]
 
         from scipy.optimize import minimize  # keeps the package import light
@@ -297,6 +379,9 @@ def auto_plan(diffusion: LinearDiffusion, nfe: int, statistics: DataStatistics |
             raise ValueError(f"ts has {len(ts) - 1} steps; nfe={nfe} needs {nfe}")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ValueError(f"budget must be an integer >= 1; got {budget!r}")
+    # the ends as floats, so that the defaults and the same times given explicitly share one cache entry
+    t_start = diffusion.t_start if t_start is None else float(t_start)
+    t_end = diffusion.t_end if t_end is None else float(t_end)
     key = (nfe, None if ts is None else ts.tobytes(), bool(optimize_grid), int(budget), t_start, t_end,
            statistics.fingerprint)
     cache = diffusion.__dict__.setdefault("_auto_cache", OrderedDict())

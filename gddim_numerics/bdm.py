@@ -16,6 +16,8 @@ So :math:`F_k = \tfrac{d}{dt}\log(a_t d_k)`, :math:`g_k^2 = \dot\sigma_t^2 - 2F_
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ._checks import as_times, end_time, positive
@@ -118,6 +120,17 @@ class BDM(ScalarModesDiffusion):
         e = np.exp(-self._lambda * self._tau(t))
         d = (1.0 - self.min_scale) * e + self.min_scale
         return -(1.0 - self.min_scale) * self._lambda * self._dtau(t) * e / d
+
+    def mode_functions(self, idx) -> "BDM":
+        """A copy whose per-mode functions (``_log_mean``, ``_variance``, ...) cover the modes ``idx`` only.
+
+        For searches that score a plan on a few representative frequencies; the copy's basis is still
+        the full image's, so it is not a diffusion to sample with.
+        """
+        sub = copy.copy(self)
+        sub._lambda = self._lambda[np.asarray(idx)]
+        sub.n_modes = len(sub._lambda)
+        return sub
 
     # ScalarModesDiffusion --------------------------------------------------------------------
     @property

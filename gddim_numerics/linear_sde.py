@@ -173,8 +173,11 @@ class ConstantCoefficientSDE(MatrixDiffusion):
         return np.swapaxes(e22, -1, -2), np.swapaxes(e22, -1, -2) @ e12
 
     def covariance(self, t) -> np.ndarray:
+        r"""Exact :math:`\Sigma_t` (:meth:`_eigen_covariance` when ``A`` is well diagonalisable, else sub-stepped Van Loan)."""
         t = self.check_times(t)
         r = self.beta_integral(t)
+        if self._eigen is not None:
+            return self._eigen_covariance(r)[..., None, :, :]
         norm_a = np.linalg.norm(self.A, 2)
         n_sub = max(1, int(np.ceil(float(np.max(r, initial=0.0)) * norm_a)))
         phi, qd = self.van_loan(r / n_sub)
@@ -183,6 +186,29 @@ class ConstantCoefficientSDE(MatrixDiffusion):
             sig = phi @ sig @ np.swapaxes(phi, -1, -2) + qd
         sig = 0.5 * (sig + np.swapaxes(sig, -1, -2))
         return sig[..., None, :, :]
+
+
+    def _eigen_covariance(self, r: np.ndarray) -> np.ndarray:
+        r""":math:`\Sigma` after the time change ``r = B(t)``, in the eigenbasis :math:`A = V\Lambda V^{-1}`.
+
+        With :math:`W = V^{-1}`, :math:`\tilde S = W\Sigma_0W^\top`, :math:`\tilde Q = WQW^\top` and
+        :math:`z_{ij} = r(\lambda_i + \lambda_j)`,
+
+        .. math:: \Sigma = V\big[e^{z_{ij}}\tilde S_{ij} + r\,\varphi_1(z_{ij})\tilde Q_{ij}\big]V^\top,
+                  \qquad \varphi_1(z) = (e^z - 1)/z,
+
+        the closed form of :math:`\Sigma' = A\Sigma + \Sigma A^\top + Q` (``expm1`` keeps
+        :math:`\varphi_1` accurate for small :math:`|z|`).
+        """
+        w, v, v_inv = self._eigen
+        s_t = v_inv @ self._sigma0[0] @ v_inv.T
+        q_t = v_inv @ self.Q @ v_inv.T
+        z = r[..., None, None] * (w[:, None] + w[None, :])
+        safe = np.where(z == 0, 1.0, z)
+        phi1 = np.where(z == 0, 1.0, np.expm1(z) / safe)
+        inner = np.exp(z) * s_t + r[..., None, None] * phi1 * q_t
+        sig = (v @ inner @ v.T).real
+        return 0.5 * (sig + np.swapaxes(sig, -1, -2))
 
 
 class LinearSDE(MatrixDiffusion):

@@ -117,9 +117,23 @@ def propagate(diffusion, problems: ModalProblems, tables: StepTables):
     covariance ``(P, n, n)`` its noise adds (zero for deterministic plans)."""
     n = problems.size
     p = problems.cov.shape[0]
-    output = tables.info.get("output", "eps_R")
-    ts = tables.ts
-    gain, offset = exact_output(diffusion, problems, ts[:-1], output)
+    gain, offset = exact_output(diffusion, problems, tables.ts[:-1], tables.info.get("output", "eps_R"))
+
+    def network(k, u):
+        y = gain[k] @ u
+        y[..., n:] += offset[k]
+        return y
+
+    u = np.zeros((p, n, 2 * n))
+    u[:, :, :n] = np.eye(n)
+    return run_tables(diffusion, problems, tables, u, network, gain)
+
+
+def run_tables(diffusion, problems: ModalProblems, tables: StepTables, u: np.ndarray, network, gain=None):
+    """Run the recursion of ``tables`` per problem from ``u (P, n, B)`` with the network ``network(k, u)``
+    (the output at ``tables.ts[k]``, same shape as ``u``); returns the end state and the covariance
+    ``(P, n, n)`` the noise adds (needs the output's linear ``gain`` per step; zero for deterministic plans)."""
+    n = problems.size
 
     def blk(name):
         tab = getattr(tables, name)
@@ -129,13 +143,12 @@ def propagate(diffusion, problems: ModalProblems, tables: StepTables):
     corr, rho, noise = blk("correction"), blk("reanchor"), blk("noise")
     if tables.stochastic and (tables.memory > 1 or tables.corrects):
         raise ValueError("surrogate_error: stochastic plans with history or corrections are not supported")
-    u = np.zeros((p, n, 2 * n))
-    u[:, :, :n] = np.eye(n)
-    noise_cov = np.zeros((p, n, n))
+    if noise is not None and gain is None:
+        raise ValueError("run_tables: stochastic tables need the output's linear gain")
+    noise_cov = np.zeros((problems.cov.shape[0], n, n))
     history = []
     for k in range(tables.n_steps):
-        y = gain[k] @ u
-        y[..., n:] += offset[k]
+        y = network(k, u)
         h = y if b_in is None else _apply(b_in[k], y, n)
         if a_in is not None:
             h = h + _apply(a_in[k], u, n)

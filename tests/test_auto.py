@@ -71,6 +71,8 @@ def test_user_grid_pick_only_cache_and_method():
     n = len(cache)
     again = gd.auto_plan(sde, 6, stats, optimize_grid=False, output="data")
     assert len(cache) == n and np.array_equal(again.ts, pick.ts) and again.output == "data"
+    explicit = gd.auto_plan(sde, 6, stats, optimize_grid=False, t_start=sde.t_start, t_end=sde.t_end)
+    assert len(cache) == n and np.array_equal(explicit.ts, pick.ts)  # the default ends, given: the same entry
     data = gd.DiracData(sde, ev, [[1.0, 0.0], [-0.5, 0.0]])
     x = data.sample_prior(2, rng=np.random.default_rng(0))
     res = gd.sample(sde, data.eps_R, x, method="gddim_auto", nfe=5, statistics=DataStatistics.from_problem(data),

@@ -61,6 +61,20 @@ def targets_met(nfe: Sequence[int], rows: Sequence[dict]) -> dict:
     return out
 
 
+def gain_stats(pick: Sequence, optimised: Sequence) -> dict:
+    """Median and smallest gain ``pick / optimised`` over problems where both errors are finite and positive,
+    and how many are below 1 (grid optimisation made the error larger)."""
+    gains = [_value(a) / _value(b) for a, b in zip(pick, optimised)
+             if math.isfinite(_value(a)) and math.isfinite(_value(b)) and _value(b) > 0]
+    g = np.asarray(gains)
+    return {"n": len(gains), "median": float(np.median(g)) if g.size else None,
+            "smallest": float(g.min()) if g.size else None, "below_one": int(np.sum(g < 1.0))}
+
+
+#: The variant that only picks from the scheme family (no grid optimisation) and the full method.
+PICK, OPTIMISED = "auto_pick", "auto"
+
+
 def summarize(results: dict, growth_base: str = "auto") -> dict:
     """Ratios to the paper's scheme per method x NFE, overall and per diffusion kind; exclusions.
 
@@ -69,7 +83,7 @@ def summarize(results: dict, growth_base: str = "auto") -> dict:
     """
     cfg = results["config"]
     paper, problems = cfg["paper"], results["problems"]
-    out = {"overall": {}, "by_kind": {}, "median_error": {}, "targets": {}, "growth": {}}
+    out = {"overall": {}, "by_kind": {}, "median_error": {}, "targets": {}, "growth": {}, "grid_gain": {}}
     for name in cfg["methods"]:
         out["median_error"][name] = [
             _median([_value(p["errors"][name][i]) for p in problems]) for i in range(len(cfg["nfe"]))]
@@ -83,10 +97,17 @@ def summarize(results: dict, growth_base: str = "auto") -> dict:
                    for i in range(len(cfg["nfe"]))]
             for kind in cfg["kinds"] if any(p["kind"] == kind for p in problems)}
         out["targets"][name] = targets_met(cfg["nfe"], out["overall"][name])
-        if growth_base in cfg["methods"] and name.startswith(growth_base + "_"):
+        if growth_base in cfg["methods"] and name.startswith(growth_base + "_") and name != PICK:
             out["growth"][name] = [ratio_stats([p["errors"][name][i] for p in problems],
                                                [p["errors"][growth_base][i] for p in problems])
                                    for i in range(len(cfg["nfe"]))]
+    if PICK in cfg["methods"] and OPTIMISED in cfg["methods"]:
+        for kind in ("all", *cfg["kinds"]):
+            rows = [p for p in problems if kind in ("all", p["kind"])]
+            if rows:
+                out["grid_gain"][kind] = [gain_stats([p["errors"][PICK][i] for p in rows],
+                                                     [p["errors"][OPTIMISED][i] for p in rows])
+                                          for i in range(len(cfg["nfe"]))]
     excluded = [p.get("excluded", 0) for p in problems]
     changes = [_value(p.get("reference_tight_change")) for p in problems]
     finite_changes = [c for c in changes if math.isfinite(c)]
@@ -141,6 +162,14 @@ def render_report(results: dict, summary: dict) -> str:
                             ("Each cell: median / worst / count > 1 of the variant's error ÷ auto's (exact statistics).",),
                             ("variant", *nfe_cols),
                             tuple((name, *map(_stats_cell, rows)) for name, rows in summary["growth"].items())))
+    if summary["grid_gain"]:
+        tables.append(Table(
+            "Grid optimisation vs the best family pick",
+            (f"Each cell: median / smallest of {PICK}'s error ÷ {OPTIMISED}'s (the gain of optimising the grid "
+             "over picking a scheme on the base grid) / problems where the optimised grid was worse.",),
+            ("kind", *nfe_cols),
+            tuple((kind, *(f"{_fmt(g['median'])} / {_fmt(g['smallest'])} / {g['below_one']} of {g['n']}" for g in rows))
+                  for kind, rows in summary["grid_gain"].items())))
     tables.append(Table("Median error per method", ("Median over problems of the relative error.",),
                         ("method", *nfe_cols),
                         tuple((name, *map(_fmt, row)) for name, row in summary["median_error"].items())))

@@ -1,0 +1,190 @@
+r"""Switching probe: a nonlinear test problem derived from the data statistics (the guard of ``gddim_auto``).
+
+The surrogate errors of :mod:`~gddim_numerics.surrogate` are exact on Gaussian data, where every
+network output is affine in the state. On multi-modal data the exact network switches between
+components as a trajectory commits to one: the data prediction :math:`\hat x_0(u, t)` then moves
+like a smoothed step in time, which polynomial extrapolation of :math:`\hat x_0` can follow much
+worse than the ε-prediction. No Gaussian, however sharp, shows this.
+
+The probe is the data's law with its top principal direction split in two. Take the modal problem
+(:func:`~gddim_numerics.modal.modal_problems`) with the largest excess covariance
+:math:`E = S_p - \Sigma_{0,p}` and its top eigenpair :math:`(\lambda, v)`; for a weight ``w`` and a
+component scale ``c`` in ``(0, 1)`` the probe is the two-component mixture
+
+.. math::
+    w\,N(\mu_p + a_1 v, \Sigma_{0,p} + E_c) + (1 - w)\,N(\mu_p - a_2 v, \Sigma_{0,p} + E_c),\qquad
+    E_c = E - (1 - c)\lambda vv^\top,
+
+with :math:`a_1 = \sqrt{(1-c)\lambda(1-w)/w}`, :math:`a_2 = \sqrt{(1-c)\lambda w/(1-w)}`: its mean is
+:math:`\mu_p` and its covariance :math:`S_p` (the data's moments), and its components are sharp along
+:math:`v` (variance :math:`c\lambda`). Both components share one covariance, so at time ``t`` with
+:math:`m_j(t) = \Psi(t,0)\mu_j` and :math:`C_t = \Psi E_c \Psi^\top + \Sigma_t` the exact score is
+
+.. math:: \nabla\log p_t(u) = -C_t^{-1}\big(u - \textstyle\sum_j r_j(u) m_j(t)\big),\qquad
+          r_j \propto w_j N(u; m_j(t), C_t),
+
+and every network output follows from it: :math:`\epsilon_K = -K_t^\top\nabla\log p_t`, the data
+prediction :math:`\Psi(t,0)^{-1}(u + \Sigma_t\nabla\log p_t)` (Tweedie).
+
+:func:`switching_probe` draws :data:`PROBE_POINTS` start points from :math:`p_{t_{start}}` (a fixed
+seed, antithetic pairs) and carries them to :math:`t_{end}` along the exact probability flow
+:math:`\dot u = F_t u - \tfrac12 G_tG_t^\top\nabla\log p_t(u)` (DOP853, rtol ``1e-10``, atol ``1e-12``);
+:func:`probe_error` runs any deterministic :class:`~gddim_numerics.tables.StepTables` plan on the probe
+with this exact network (the table recursion of :func:`~gddim_numerics.surrogate.run_tables`) and
+returns the relative RMS error of the end points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .modal import ModalProblems, blocks
+from .outputs import factor
+from .surrogate import run_tables
+from .tables import StepTables
+
+#: Start points of a probe (antithetic pairs).
+PROBE_POINTS = 64
+#: Tolerances of the probes' reference flow.
+PROBE_TOL = (1e-10, 1e-12)
+
+
+@dataclass(frozen=True)
+class Probe:
+    r"""One switching probe (module docstring) of the probed problem of a :class:`ProbeSet`.
+
+    Attributes
+    ----------
+    excess : (n, n) array
+        Component covariance :math:`E_c` above :math:`\Sigma_{0,p}`.
+    means : (2, n) array
+        Component means :math:`\mu_j`.
+    weights : (2,) array
+    start, end : (n, B) arrays
+        Start points and their exact end points.
+    """
+
+    excess: np.ndarray
+    means: np.ndarray
+    weights: np.ndarray
+    start: np.ndarray
+    end: np.ndarray | None = None
+
+
+class ProbeSet:
+    """Switching probes of one modal problem on ``[t_start, t_end]``, one per ``(weight, scale)`` of ``specs``.
+
+    The problem is the one of ``problems`` with the largest excess trace. The diffusion's blocks at a
+    time are computed once for all probes and all plans (:meth:`at`); the reference end points of all
+    probes come from one DOP853 solve.
+    """
+
+    def __init__(self, diffusion, problems: ModalProblems, t_start: float, t_end: float, specs):
+        s0 = blocks(problems, diffusion, diffusion.initial_covariance)
+        excess = problems.cov - s0
+        p = int(np.argmax(np.trace(excess, axis1=-2, axis2=-1)))
+        mode = None if problems.mode is None else problems.mode[[p]]
+        self.problem = replace(problems, mode=mode, mean=problems.mean[[p]], cov=problems.cov[[p]], flows={})
+        self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)
+        self._cache: dict = {}
+        lam, vecs = np.linalg.eigh(excess[p])
+        lam, v = max(float(lam[-1]), 0.0), vecs[:, -1]
+        rng = np.random.default_rng(0)
+        half = PROBE_POINTS // 2
+        _, _, psi_s, sig_s = self.at(self.t_start, "drift", "diffusion", "psi", "sigma")
+        self.probes = []
+        for weight, c in specs:
+            if not 0 < weight < 1 or not 0 < c < 1:
+                raise ValueError(f"probe weight and component scale must lie in (0, 1); got {weight!r}, {c!r}")
+            spread = (1 - c) * lam
+            means = self.problem.mean[0] + np.outer([np.sqrt(spread * (1 - weight) / weight),
+                                                     -np.sqrt(spread * weight / (1 - weight))], v)
+            e_c = excess[p] - spread * np.outer(v, v)
+            e_c = 0.5 * (e_c + e_c.T)
+            z = rng.standard_normal((half, self.problem.size))
+            z = np.concatenate([z, -z])
+            comp = (np.arange(PROBE_POINTS) % half >= round(weight * half)).astype(int)  # antithetic pairs share one
+            cov = psi_s @ e_c @ psi_s.T + sig_s
+            start = (means[comp] @ psi_s.T + z @ np.linalg.cholesky(cov).T).T
+            self.probes.append(Probe(e_c, means, np.array([weight, 1 - weight]), start))
+        self.probes = [replace(pr, end=end) for pr, end in zip(self.probes, self._reference())]
+
+    def at(self, t: float, *names: str):
+        r"""Blocks of the probed problem at time ``t``: ``drift``, ``diffusion`` (:math:`GG^\top`), ``psi``
+        (:math:`\Psi(t,0)`), ``sigma`` (:math:`\Sigma_t`), ``eps_R`` / ``eps_L`` (the factor :math:`K_t`); cached."""
+        out = []
+        for name in names:
+            key = (float(t), name)
+            if key not in self._cache:
+                tt = np.array([float(t)])
+                table = {"drift": self.diffusion.drift, "diffusion": self.diffusion.diffusion,
+                         "psi": self.diffusion.mean_coefficient, "sigma": self.diffusion.covariance,
+                         "eps_R": lambda x: factor(self.diffusion, x, "R"),
+                         "eps_L": lambda x: factor(self.diffusion, x, "L")}[name](tt)
+                self._cache[key] = blocks(self.problem, self.diffusion, table)[0, 0]
+            out.append(self._cache[key])
+        return out
+
+    def score(self, probe: Probe, t: float, u: np.ndarray) -> np.ndarray:
+        """Exact score of ``probe``'s marginal at time ``t`` for states ``u (n, B)``."""
+        psi, sig = self.at(t, "psi", "sigma")
+        m = probe.means @ psi.T  # (2, n)
+        c_inv = np.linalg.inv(psi @ probe.excess @ psi.T + sig)
+        diff = u[None, :, :] - m[:, :, None]  # (2, n, B)
+        logits = np.log(probe.weights)[:, None] - 0.5 * np.einsum("jab,ac,jcb->jb", diff, c_inv, diff)
+        r = np.exp(logits - logits.max(axis=0))
+        r /= r.sum(axis=0)
+        return -c_inv @ (u - m.T @ r)
+
+    def output(self, probe: Probe, t: float, u: np.ndarray, output: str) -> np.ndarray:
+        """The exact network output of type ``output`` on ``probe`` (module docstring)."""
+        score = self.score(probe, t, u)
+        if output == "score":
+            return score
+        if output in ("eps_R", "eps_L"):
+            (k_t,) = self.at(t, output)
+            return -k_t.T @ score
+        if output == "data":
+            psi, sig = self.at(t, "psi", "sigma")
+            return np.linalg.solve(psi, u + sig @ score)
+        raise ValueError(f"probe errors support network outputs eps_R, eps_L, score and data; got {output!r}")
+
+    def _reference(self) -> list[np.ndarray]:
+        from scipy.integrate import solve_ivp  # keeps the package import light
+
+        shape = (len(self.probes),) + self.probes[0].start.shape
+
+        def rhs(tau, y):
+            f, gg = self.at(tau, "drift", "diffusion")
+            u = y.reshape(shape)
+            return np.stack([f @ u[i] - 0.5 * gg @ self.score(pr, tau, u[i])
+                             for i, pr in enumerate(self.probes)]).ravel()
+
+        y0 = np.stack([pr.start for pr in self.probes]).ravel()
+        sol = solve_ivp(rhs, (self.t_start, self.t_end), y0, method="DOP853", rtol=PROBE_TOL[0], atol=PROBE_TOL[1])
+        self._cache = {k: v for k, v in self._cache.items() if k[1] not in ("drift", "diffusion")}
+        if not sol.success:
+            raise RuntimeError(f"probe reference solve failed: {sol.message}")
+        return list(sol.y[:, -1].reshape(shape))
+
+    def errors(self, tables: StepTables) -> np.ndarray:
+        """Relative RMS end-point errors of the deterministic plan ``tables`` on every probe."""
+        if tables.stochastic:
+            raise ValueError("probe errors compare with the deterministic flow; pass a lam = 0 plan")
+        ts = tables.ts
+        if not (np.isclose(ts[0], self.t_start) and np.isclose(ts[-1], self.t_end)):
+            raise ValueError(f"the plan's grid runs from {ts[0]} to {ts[-1]}; the probes from {self.t_start} "
+                             f"to {self.t_end}")
+        output = tables.info.get("output", "eps_R")
+        errs = []
+        for probe in self.probes:
+            def network(k, u, probe=probe):
+                return self.output(probe, float(ts[k]), u[0], output)[None]
+
+            out, _ = run_tables(self.diffusion, self.problem, tables, probe.start[None].copy(), network)
+            ok = np.all(np.isfinite(out))
+            scale = max(float(np.linalg.norm(probe.end)), np.finfo(float).tiny)
+            errs.append(float(np.linalg.norm(out[0] - probe.end)) / scale if ok else np.inf)
+        return np.array(errs)
