@@ -27,7 +27,8 @@ Training target (:attr:`DigitsDiffusion.output`)
     errors by :math:`R_t^{-1}` (ε) or :math:`\Sigma_t^{-1}` (data), ~1e3 and ~1e6 at ``t_end = 1e-3``: the
     flows of the CLD networks trained here diverged below ``t`` ≈ 0.01 whatever they predicted (RMS of the
     end states 4e25 for data, 1e13 for ε, 8e25 / 7e28 for data / ε with the √t training times; RK45 and
-    DOP853 agree; the ε network's samples diverged as well, FD ~1e10), so CLD has no solver error (:func:`~.digits_runs.reference_task`). :math:`\Psi(t, 0)` and :math:`R_t` are the
+    DOP853 agree; the ε network's samples diverged as well, FD ~1e10), so CLD has no solver error
+    (:func:`~.digits_runs.reference_task`). :math:`\Psi(t, 0)` and :math:`R_t` are the
     library's float64 tables (``mean_coefficient``, ``gddim_factor``) per mode, applied in the
     diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
