@@ -122,9 +122,41 @@ def test_quick_command(tmp_path, capsys):
     assert (out / "DIGITS.md").read_text().startswith("# Trained networks")
     assert len(list((cache / "digits").glob("*.pt"))) == 3
     vp = results["diffusions"]["vp"]["rows"]
-    assert {r["sampler"] for r in vp} >= {"gddim_q2", "gddim_auto", "em", "DDIM"}
+    assert {r["sampler"] for r in vp} >= {"gddim_q2", "gddim_auto", "gddim_lsnr", "em", "DDIM"}
     assert all(r["nfe"] in (5, 10, 20) or r["kind"] == "rk45" for r in vp)
+    assert {(r["sampler"], r["nfe"]) for r in vp if r["nfe"] == 20} == {("gddim_auto", 20), ("gddim_lsnr", 20)}
+    assert "gddim_lsnr" not in {r["sampler"] for r in results["diffusions"]["cld"]["rows"]}
     assert {t["diffusion"] for t in results["targets"]} == {"vp", "cld", "bdm"}
+
+
+def _results(rows: dict) -> dict:
+    """A results dict with library rows ``{(diffusion, sampler, nfe): (error, fd)}`` and one diffusers row."""
+    out = {"config": {"fd_nfe": 200}, "diffusions": {}}
+    for (name, sampler, nfe), (error, fd) in rows.items():
+        out["diffusions"].setdefault(name, {"rows": []})["rows"].append(
+            {"sampler": sampler, "kind": "library", "nfe": nfe, "error": error, "fd": fd})
+    for nfe in (10, 20):
+        out["diffusions"]["vp"]["rows"].append({"sampler": "UniPC-2", "kind": "diffusers", "nfe": nfe, "error": 0.1,
+                                                "fd": 1.0})
+    return out
+
+
+def test_targets_take_the_best_library_method_per_nfe():
+    """The best of gddim_auto / gddim_lsnr per NFE, named; FD compares that method at NFE 10 and 200."""
+    from gddim_numerics.validation import digits_report as rep
+
+    results = _results({("vp", "gddim_auto", 10): (0.04, 30.0), ("vp", "gddim_lsnr", 10): (0.02, 11.0),
+                        ("vp", "gddim_auto", 20): (0.01, 5.0), ("vp", "gddim_lsnr", 20): (0.03, 5.0),
+                        ("vp", "gddim_auto", 200): (1e-5, 10.0), ("vp", "gddim_lsnr", 200): (1e-5, 10.5),
+                        ("cld", "gddim_auto", 10): (0.05, 8.0), ("cld", "gddim_q2", 10): (0.2, 9.0),
+                        ("cld", "gddim_auto", 200): (1e-4, 7.5)})
+    got = {(t["diffusion"], t["nfe"], t["what"].split()[0]): t for t in rep.targets(results) if "FD" not in t["what"]}
+    assert got[("vp", 10, "gddim_lsnr")]["value"] == pytest.approx(0.2) and got[("vp", 10, "gddim_lsnr")]["met"]
+    assert got[("vp", 20, "gddim_auto")]["value"] == pytest.approx(0.1)
+    fd = next(t for t in rep.targets(results) if t["diffusion"] == "vp" and "FD" in t["what"])
+    assert fd["what"].startswith("gddim_lsnr") and fd["value"] == pytest.approx(11.0 / 10.5 - 1) and fd["met"]
+    assert got[("cld", 10, "gddim_q2")]["value"] == pytest.approx(4.0) and got[("cld", 10, "gddim_q2")]["met"]
+    assert got[("cld", 20, "gddim_q2")]["met"] is None  # no rows at NFE 20: not judged
 
 
 def test_bad_output_folder_is_refused(tmp_path, capsys):
@@ -152,3 +184,37 @@ def test_diffusers_ddim_sees_the_same_network_and_times():
     ts = np.concatenate([(sched.timesteps.numpy() + 1) / 1000, [diffusion.t_end]])
     want = gd.GDDIM(diffusion, ts, order=1).sample(eps_fn, x).x
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)  # measured 3.4e-13 (float64 throughout)
+
+
+def test_log_snr_flow_matches_the_exact_score_flow_in_t():
+    """The VP flow solved in the log-SNR = the mixture's own DOP853 flow in t (reference_flow, rtol 1e-12)."""
+    from gddim_numerics.validation.digits_reference import log_snr_flow
+
+    rng = np.random.default_rng(3)
+    for diffusion in (gd.VPSDE.linear(), gd.VPSDE.cosine()):
+        data = gd.GaussianMixture(diffusion, (3,), [0.3, 0.7], rng.uniform(-1, 1, (2, 3)),
+                                  np.stack([0.2 * np.eye(3), 0.05 * np.eye(3)]))
+        x = data.sample_prior(6, rng=rng)
+        want = data.reference_flow(x, diffusion.t_start, diffusion.t_end, rtol=1e-12, atol=1e-14)
+        got = log_snr_flow(diffusion, data.eps_R, x, "eps_R", rtol=1e-11, atol=1e-13)
+        assert dr.relative_error(got["x"], want) < 1e-10  # measured 1.9e-12 (linear), 2.5e-12 (cosine)
+    with pytest.raises(ValueError, match="VP"):
+        log_snr_flow(gd.CLD(), data.eps_R, x, "eps_R", rtol=1e-8, atol=1e-10)
+
+
+def test_a_diverging_flow_has_no_reference_and_no_solver_error(tmp_path, monkeypatch):
+    """A flow whose end states blow up (as the CLD networks' did) gives x_ref None, cached as such."""
+    calls = []
+
+    def blown_up(name, diffusion, eps_fn, x, rtol):
+        calls.append(len(x))
+        return x * 1e6, 7
+
+    monkeypatch.setattr(dr, "_flow", blown_up)
+    net = {"net": dt.build_net(dt.TrainConfig("cld", hidden=8, depth=1)).double(), "path": str(tmp_path / "cld-x.pt")}
+    ref = dr.reference_task(net, "cld", 40, 0, 1e-8, True)
+    assert ref["x_ref"] is None and ref["rms"] > dr.DIVERGED_RMS and calls == [dr.N_CHECK]  # the probe only
+    again = dr.reference_task(net, "cld", 40, 0, 1e-8, True)
+    assert again["cached"] and again["x_ref"] is None and again["rms"] == ref["rms"] and calls == [dr.N_CHECK]
+    clf = type("C", (), {"frechet": staticmethod(lambda images: 1.0)})()
+    assert dr._outcome("cld", ref["x_start"], ref, clf, 10, False)["error"] is None
