@@ -36,9 +36,9 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 (problem, method, NFE) that needs it; every random draw is seeded by the problem's seed, so the
 results do not depend on the order of execution.
 
-Cost: the references dominate (a BDM 16×16 mixture takes minutes; most problems seconds). The
-run of 204 problems × ``paper_q3`` and the retired ``gddim_tuned`` × 4 NFE took 3900 task-seconds on a
-loaded 2-core machine (load average ~11); ``--quick`` about 45 s there.
+Cost: ``gddim_auto``'s plan search dominates (one search per problem and NFE; the references take
+seconds). 60 problems × ``paper_q3`` and ``auto`` × 4 NFE took about 25 minutes with ``--workers 2``
+on a loaded 2-core machine (load average 3-11); the full 204 problems take about three times that.
 """
 
 from __future__ import annotations
