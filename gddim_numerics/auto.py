@@ -63,7 +63,7 @@ from .grids import check_grid, time_grid
 from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 
-__all__ = ["ENSEMBLE", "FAMILY", "GUARD_SCALE", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES", "PROBE_MARGIN",
+__all__ = ["ENSEMBLE", "FAMILY", "GUARD_SCALE", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES", "PROBE_MARGIN", "GRID_PROBE_MARGIN",
            "SEARCH_DENSE", "Scheme", "auto_plan", "build_auto", "choose", "default_statistics", "warped_grid"]
 
 #: Grid of stage 1 (uniform in t^(1/2), the paper's grid).
@@ -76,6 +76,8 @@ BOUNDS = ((0.0, np.log(12.0)), (-3.0, 3.0), (-3.0, 3.0))
 CACHE_SIZE = 32
 #: Another scheme is kept only if its probe error is at most this multiple of the paper's scheme's on every probe.
 PROBE_MARGIN = 0.9
+#: The paper's scheme on another grid is kept only if its probe errors are at most this multiple of its own on the base grid.
+GRID_PROBE_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
             return True
         if not search.sharp_error(scheme, grid) <= paper_sharp:
             return False
-        margin = 1.0 if scheme == PAPER else PROBE_MARGIN
+        margin = GRID_PROBE_MARGIN if scheme == PAPER else PROBE_MARGIN
         return bool(np.all(search.probe_errors(scheme, grid) <= margin * paper_probe))
 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])

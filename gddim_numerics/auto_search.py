@@ -25,7 +25,7 @@ from .modal import MAX_DENSE, modal_problems
 from .plans import deterministic_tables, dirac_gain
 from .probe import ProbeSet
 from .statistics import DataStatistics
-from .surrogate import surrogate_error
+from .surrogate import prefetch_flows, surrogate_error
 
 if TYPE_CHECKING:
     from .auto import Scheme
@@ -140,6 +140,7 @@ class Search:
             return np.inf, np.inf
         if gain > MAX_GAIN:
             return np.inf, np.inf
+        prefetch_flows(self.search_diffusion, self.problems, ENSEMBLE + (GUARD_SCALE,), float(ts[0]), float(ts[-1]))
         errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
                          for c in ENSEMBLE])
         if not np.all(np.isfinite(errs)):

@@ -86,6 +86,24 @@ def flow_matrix(diffusion, problems: ModalProblems, s: float, t: float) -> np.nd
     return problems.flows[key]
 
 
+def prefetch_flows(diffusion, problems: ModalProblems, scales, s: float, t: float) -> None:
+    """Compute the flow matrices of the component problems (:func:`component_problems`) of every
+    ``scales`` member in one ODE solve, cached where :func:`flow_matrix` looks (their blocks share the
+    diffusion's coefficients, so one solve costs about as much as one member's)."""
+    sets = [problems if float(c) == 1.0 else component_problems(problems, diffusion, c) for c in scales]
+    key = (id(diffusion), s, t)
+    todo = list({id(p): p for p in sets if key not in p.flows}.values())
+    if len(todo) < 2 or problems.size == 1:  # nothing to share: scalar flows are closed forms
+        return
+    joined = replace(problems, mode=None if problems.mode is None else np.concatenate([p.mode for p in todo]),
+                     mean=np.concatenate([p.mean for p in todo]), cov=np.concatenate([p.cov for p in todo]),
+                     flows={})
+    phi = _flow_matrix(diffusion, joined, s, t)
+    count = problems.cov.shape[0]
+    for i, p in enumerate(todo):
+        p.flows[key] = phi[i * count:(i + 1) * count]
+
+
 def _flow_matrix(diffusion, problems: ModalProblems, s: float, t: float) -> np.ndarray:
     n = problems.size
     if s == t:
