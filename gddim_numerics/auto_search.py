@@ -1,11 +1,10 @@
 r"""Scoring of :func:`~gddim_numerics.auto.auto_plan`'s candidates: the objective and the guard (:class:`Search`).
 
 For one :class:`~gddim_numerics.statistics.DataStatistics`, :meth:`Search.error` is the objective of a
-(scheme, grid) candidate — the largest log :func:`~gddim_numerics.surrogate.surrogate_error` over
-:data:`ENSEMBLE` — and :meth:`Search.sharp_error` and :meth:`Search.probe_errors` are what the guard
-compares with the paper's scheme (the sharp Gaussian member :data:`GUARD_SCALE` and the switching
-probes :data:`PROBES`, :class:`~gddim_numerics.probe.ProbeSet`). The tables of a candidate are built
-once and shared by all three.
+(scheme, grid) candidate — the largest log ratio of its :func:`~gddim_numerics.surrogate.surrogate_error`
+to the paper's scheme's over the members of :data:`ENSEMBLE` — and :meth:`Search.probe_errors` is what
+the guard compares with the paper's scheme (the switching probes :data:`PROBES`,
+:class:`~gddim_numerics.probe.ProbeSet`). The tables of a candidate are built once and shared by both.
 
 Scalar-mode diffusions with more than :data:`MAX_MODES` modes (BDM images) are scored on
 :data:`MAX_MODES` representative modes (:class:`ModeSubset`: quantiles of the mode frequency; every
@@ -37,16 +36,13 @@ MAX_GAIN = 1e4
 SEARCH_DENSE = 64
 #: Largest number of diffusion modes the surrogate uses during the search.
 MAX_MODES = 32
-#: ``component_scale`` values of the surrogate errors whose largest log is the objective: the data's own
-#: Gaussian and mixtures of sharper components with the same overall moments.
-ENSEMBLE = (1.0, 0.1, 0.01)
+#: ``component_scale`` values of the ensemble members: the data's own Gaussian and mixtures of ever sharper
+#: components with the same overall moments (down to nearly Dirac components, whose data prediction is nearly
+#: piecewise constant in time).
+ENSEMBLE = (1.0, 0.1, 0.01, 1e-3)
 #: (weight, component scale) of the switching probes (:class:`~gddim_numerics.probe.ProbeSet`) that guard
 #: every pick other than the paper's scheme.
 PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
-#: ``component_scale`` of the sharp Gaussian member that guards every pick besides the probes: a candidate's
-#: surrogate error there must not exceed the paper's scheme's.
-GUARD_SCALE = 1e-3
-
 
 class ModeSubset(ScalarModesDiffusion):
     """The modes ``idx`` of a scalar-mode diffusion (the same per-mode functions)."""
@@ -97,6 +93,8 @@ class Search:
         self.search_stats = _StatsView(self.search_diffusion, statistics)
         self._probes: dict = {}
         self._tables: dict = {}
+        #: member errors of the paper's scheme on the base grid (the relative objective's reference)
+        self.reference: np.ndarray | None = None
 
     def tables(self, scheme: Scheme, ts):
         """Tables of ``scheme`` on ``ts`` for the search diffusion (cached), or ``None`` if they cannot be built."""
@@ -118,34 +116,35 @@ class Search:
         tables = self.tables(scheme, ts)
         return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
 
-    def sharp_error(self, scheme: Scheme, ts) -> float:
-        """Surrogate error of ``scheme`` on ``ts`` at ``component_scale`` :data:`GUARD_SCALE` (``inf`` if unbuilt)."""
+    def member_errors(self, scheme: Scheme, ts) -> np.ndarray:
+        """Surrogate errors of ``scheme`` on ``ts`` at every ``component_scale`` of :data:`ENSEMBLE`
+        (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
+        members = ENSEMBLE
         tables = self.tables(scheme, ts)
         if tables is None:
-            return np.inf
-        err = surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=GUARD_SCALE)
-        return err if np.isfinite(err) else np.inf
-
-    def error(self, scheme: Scheme, ts) -> tuple[float, float]:
-        """``(objective, error)``: the largest log surrogate error over :data:`ENSEMBLE` and the error on the
-        statistics themselves (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
-        tables = self.tables(scheme, ts)
-        if tables is None:
-            return np.inf, np.inf
+            return np.full(len(members), np.inf)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
         except (ValueError, np.linalg.LinAlgError):
-            return np.inf, np.inf
+            return np.full(len(members), np.inf)
         if gain > MAX_GAIN:
-            return np.inf, np.inf
-        prefetch_flows(self.search_diffusion, self.problems, ENSEMBLE + (GUARD_SCALE,), float(ts[0]), float(ts[-1]))
+            return np.full(len(members), np.inf)
+        prefetch_flows(self.search_diffusion, self.problems, members, float(ts[0]), float(ts[-1]))
         errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
-                         for c in ENSEMBLE])
+                         for c in members])
+        return np.where(np.isfinite(errs), np.maximum(errs, 1e-300), np.inf)
+
+    def error(self, scheme: Scheme, ts) -> tuple[float, float]:
+        r"""``(objective, error)``: :math:`\max_c \log(e_c / e^{paper}_c)` over the members of :data:`ENSEMBLE`
+        (:math:`e^{paper}` = :attr:`reference`; without one, :math:`\max_c \log e_c`) and the error on the
+        statistics themselves (``c = 1``)."""
+        errs = self.member_errors(scheme, ts)
         if not np.all(np.isfinite(errs)):
             return np.inf, np.inf
-        return float(np.max(np.log(np.maximum(errs, 1e-300)))), float(errs[0])
+        logs = np.log(errs) if self.reference is None else np.log(errs) - np.log(self.reference)
+        return float(np.max(logs)), float(errs[0])
 
 
 class _StatsView(DataStatistics):
