@@ -44,6 +44,7 @@ ENSEMBLE = (1.0, 0.1, 0.01, 1e-3)
 #: every pick other than the paper's scheme.
 PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
 
+
 class ModeSubset(ScalarModesDiffusion):
     """The modes ``idx`` of a scalar-mode diffusion (the same per-mode functions)."""
 
@@ -119,21 +120,20 @@ class Search:
     def member_errors(self, scheme: Scheme, ts) -> np.ndarray:
         """Surrogate errors of ``scheme`` on ``ts`` at every ``component_scale`` of :data:`ENSEMBLE`
         (``inf`` where the plan cannot be built or exceeds :data:`MAX_GAIN`)."""
-        members = ENSEMBLE
         tables = self.tables(scheme, ts)
         if tables is None:
-            return np.full(len(members), np.inf)
+            return np.full(len(ENSEMBLE), np.inf)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 gain = dirac_gain(self.search_diffusion, tables, form=scheme.form)
         except (ValueError, np.linalg.LinAlgError):
-            return np.full(len(members), np.inf)
+            return np.full(len(ENSEMBLE), np.inf)
         if gain > MAX_GAIN:
-            return np.full(len(members), np.inf)
-        prefetch_flows(self.search_diffusion, self.problems, members, float(ts[0]), float(ts[-1]))
+            return np.full(len(ENSEMBLE), np.inf)
+        prefetch_flows(self.search_diffusion, self.problems, ENSEMBLE, float(ts[0]), float(ts[-1]))
         errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
-                         for c in members])
+                         for c in ENSEMBLE])
         return np.where(np.isfinite(errs), np.maximum(errs, 1e-300), np.inf)
 
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:

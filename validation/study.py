@@ -100,8 +100,9 @@ def _tuned_settings(diffusion: gd.LinearDiffusion, nfe: int) -> dict:
 
 
 TUNED_NOTE = ("gddim_auto chooses form, order, corrector and grid per diffusion, NFE and data statistics by the "
-              "exact surrogate error on the Gaussian with the problem's mean and covariance; nothing is tuned on "
-              "these problems (its design family is validation/auto_design.py, seeds 0-99).")
+              "exact surrogate errors, relative to the paper's scheme, on Gaussian models with the problem's mean "
+              "and covariance; nothing is tuned on these problems (its design problems: "
+              "validation/auto_design.py).")
 
 
 @dataclass(frozen=True)
