@@ -90,10 +90,12 @@ def prefetch_flows(diffusion, problems: ModalProblems, scales, s: float, t: floa
     """Compute the flow matrices of the component problems (:func:`component_problems`) of every
     ``scales`` member in one ODE solve, cached where :func:`flow_matrix` looks (their blocks share the
     diffusion's coefficients, so one solve costs about as much as one member's)."""
+    if problems.size == 1:  # scalar flows are closed forms: nothing to solve
+        return
     sets = [problems if float(c) == 1.0 else component_problems(problems, diffusion, c) for c in scales]
     key = (id(diffusion), s, t)
     todo = list({id(p): p for p in sets if key not in p.flows}.values())
-    if len(todo) < 2 or problems.size == 1:  # nothing to share: scalar flows are closed forms
+    if len(todo) < 2:  # nothing to share
         return
     joined = replace(problems, mode=None if problems.mode is None else np.concatenate([p.mode for p in todo]),
                      mean=np.concatenate([p.mean for p in todo]), cov=np.concatenate([p.cov for p in todo]),
