@@ -92,6 +92,34 @@ def test_eps_closure_keeps_the_array_type():
     assert torch.equal(f(torch.from_numpy(x), 0.25), torch.from_numpy(direct))
 
 
+def test_cld_gaussian_skip_is_the_exact_gaussian_posterior_plus_scaled_residual(tmp_path):
+    """D = E[x0 | u_t] for Gaussian pixels (conditioning the joint (x0, u_t) law) + sqrt(Var[x0 | u_t]) * F."""
+    images = dt.load_split()[0][:64]
+    config = dt.TrainConfig("cld", hidden=8, depth=1, steps=2, batch=8)
+    net = dt.load_or_train(config, images, tmp_path)["net"]  # float64; buffers from the training images
+    pixels = images.reshape(64, 64)
+    np.testing.assert_allclose(net.pixel_mean.numpy(), pixels.mean(axis=0), atol=1e-6)  # float32 training copy
+    var = float(net.pixel_var)
+    assert var == pytest.approx(pixels.var(axis=0).mean(), rel=1e-6)
+    with torch.no_grad():  # F = 1 everywhere: D_x = E[x0 | u] + c_t
+        net.net.out[1].weight.zero_()
+        net.net.out[1].bias.fill_(1.0)
+    cld = gd.CLD()
+    u = np.random.default_rng(5).standard_normal((3, 64, 2)) * 0.3
+    for t in (1e-3, 0.05, 0.7):
+        with torch.no_grad():
+            got = net(torch.from_numpy(u), torch.full((3,), t, dtype=torch.float64)).numpy()
+        psi = cld.mean_coefficient(np.array([t]))[0, 0][:, 0]
+        sig = cld.covariance(np.array([t]))[0, 0]
+        cov_u = var * np.outer(psi, psi) + sig  # law of u given nothing, per pixel
+        gain = var * np.linalg.solve(cov_u, psi)  # Cov(x0, u) Cov(u)^-1
+        mean = net.pixel_mean.numpy()
+        want = mean + np.einsum("j,bpj->bp", gain, u - psi * mean[:, None])
+        post_var = var - gain @ psi * var
+        np.testing.assert_allclose(got[..., 0], want + np.sqrt(post_var), rtol=1e-9, atol=1e-12)
+        assert np.all(got[..., 1] == 0.0)
+
+
 def test_cache_is_reused_and_nothing_is_cached_from_a_failed_run(tmp_path, monkeypatch):
     images = dt.load_split()[0][:64]
     config = dt.TrainConfig("vp", hidden=8, depth=1, steps=3, batch=8)

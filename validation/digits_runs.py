@@ -9,10 +9,9 @@ reference
     (the network too); VP in the log-SNR (:mod:`.digits_reference`: ~400 evaluations instead of ~10 000 in
     ``t``, where the discrete schedule's spline kinks slow DOP853 down). Its accuracy is estimated by a
     second solve at 100× smaller tolerances from the first :data:`N_CHECK` start points. A network whose flow
-    diverges (:func:`reference_task`) has no reference: the CLD networks' flows did (below ``t`` ≈ 0.01,
-    whatever they predicted), so their samplers get a Fréchet distance only. Solving that flow in the
-    integrating-factor variable :math:`z = R_t^{-1}u` (data form, which removes :math:`\hat F_t` exactly)
-    took as many evaluations as in ``u`` (16 points, rtol 1e-6: 8246 vs 8102, agreeing to 8.8e-7).
+    diverges (:func:`reference_task`) has no reference, and its samplers get a Fréchet distance only (plain
+    CLD networks' flows did, below ``t`` ≈ 0.01; the demo's CLD network is preconditioned against it,
+    :class:`~.digits_train.GaussianSkip`).
 solver error
     :math:`\|X - X^*\|_F / \|X^*\|_F` over all start points and the full state (CLD: positions and
     velocities), for every deterministic sampler; stochastic samplers (EM, ancestral) solve another
