@@ -31,8 +31,8 @@ Training target (:attr:`DigitsDiffusion.output`)
     plus the network's residual scaled by the posterior standard deviation :math:`c_t`, loss
     :math:`\|D_\theta - u_0\|^2 / c_t^2`. Its flow converges (RMS of the end states 0.61, 746 DOP853
     evaluations at rtol 1e-8 from 32 start points; :func:`~.digits_runs.reference_task` still checks).
-    :math:`\Psi(t, 0)` and :math:`R_t` are the library's float64 tables (``mean_coefficient``, ``gddim_factor``) per mode, applied in the
-    diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
+    :math:`\Psi(t, 0)` and :math:`R_t` are the library's float64 tables (``mean_coefficient``,
+    ``gddim_factor``) per mode, applied in the diffusion's basis (BDM: the orthonormal 2-D DCT, :math:`V = D_H \otimes D_W`).
 
 Network
     ``ScoreMLP``: the flattened state and smooth sinusoidal features of ``t`` and ``log t`` through residual
