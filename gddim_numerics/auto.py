@@ -39,7 +39,10 @@ scheme on the base grid must therefore, on each switching probe of :data:`PROBES
 (:class:`~gddim_numerics.probe.ProbeSet`: the data's top principal direction split into two sharp
 components with the data's moments, run with its exact score against a DOP853 reference), have at
 most :data:`PROBE_MARGIN` times the paper's error (ties go to the paper); the paper's scheme on
-another grid at most :data:`GRID_PROBE_MARGIN` times its error on its own grid.
+another grid at most :data:`GRID_PROBE_MARGIN` times its error on its own grid. Multi-mode diffusions
+scored per mode (BDM) are probed in one mode per frequency band (:data:`~.auto_search.PROBE_BANDS`);
+the probes outside the mode of largest variance ask for at most :data:`BAND_PROBE_MARGIN` times the
+paper's error.
 
 Stage 1 takes the best-ranked scheme that passes (the paper's scheme always does); a first step or
 grid that fails is not taken (Nelder–Mead sees it as :math:`+\infty`). ``plan.auto_report["rejected"]``
@@ -71,7 +74,8 @@ from .grids import check_grid, time_grid
 from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 
-__all__ = ["ENSEMBLE", "FAMILY", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES", "PROBE_MARGIN", "GRID_PROBE_MARGIN",
+__all__ = ["BAND_PROBE_MARGIN", "ENSEMBLE", "FAMILY", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES", "PROBE_MARGIN",
+           "GRID_PROBE_MARGIN",
            "SEARCH_DENSE", "Scheme", "auto_plan", "build_auto", "choose", "default_statistics", "warped_grid"]
 
 #: Grid of stage 1 (uniform in t^(1/2), the paper's grid).
@@ -86,6 +90,9 @@ CACHE_SIZE = 32
 PROBE_MARGIN = 0.9
 #: The paper's scheme on another grid is kept only if its probe errors are at most this multiple of its own on the base grid.
 GRID_PROBE_MARGIN = 1.0
+#: Multi-mode diffusions: the probes of the other frequency bands (:data:`~.auto_search.PROBE_BANDS`) only ask
+#: for no loss (where every scheme follows the switching alike, a gain is not required).
+BAND_PROBE_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,9 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         if paper_probe is None or (scheme == PAPER and grid is base):
             return True
         margin = GRID_PROBE_MARGIN if scheme == PAPER else PROBE_MARGIN
-        return bool(np.all(search.probe_errors(scheme, grid) <= margin * paper_probe))
+        margins = np.full(paper_probe.shape, max(margin, BAND_PROBE_MARGIN))
+        margins[:len(PROBES)] = margin  # the probes in the problem of largest variance
+        return bool(np.all(search.probe_errors(scheme, grid) <= margins * paper_probe))
 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
     best = next((s for s in ranked if safe(s, base)), None)

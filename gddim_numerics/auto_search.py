@@ -43,6 +43,10 @@ ENSEMBLE = (1.0, 0.1, 0.01, 1e-3)
 #: (weight, component scale) of the switching probes (:class:`~gddim_numerics.probe.ProbeSet`) that guard
 #: every pick other than the paper's scheme.
 PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: Multi-mode diffusions scored per mode: the probes run in the mode of largest variance of each of this many
+#: frequency bands (equal numbers of modes, by the mode's rate of decay), since modes of other frequencies
+#: are noised on other schedules and a plan can follow switching in one and not in another.
+PROBE_BANDS = 4
 
 
 class ModeSubset(ScalarModesDiffusion):
@@ -92,10 +96,27 @@ class Search:
             self.search_diffusion = ModeSubset(diffusion, reps)
             self.problems = replace(problems, mode=group_of[problems.mode])
         self.search_stats = _StatsView(self.search_diffusion, statistics)
+        self.probed = self._probed_problems()
         self._probes: dict = {}
         self._tables: dict = {}
         #: member errors of the paper's scheme on the base grid (the relative objective's reference)
         self.reference: np.ndarray | None = None
+
+    def _probed_problems(self) -> list[int | None]:
+        """Problems the probes run in: the default (largest excess) for one mode or a dense problem; for a
+        multi-mode diffusion scored per mode, the largest-variance problem of each of :data:`PROBE_BANDS`
+        frequency bands."""
+        diffusion, problems = self.search_diffusion, self.problems
+        if diffusion.n_modes == 1 or problems.mode is None or problems.size != 1:
+            return [None]
+        freq = diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
+        rank = np.empty(diffusion.n_modes, dtype=int)
+        rank[np.argsort(freq, kind="stable")] = np.arange(diffusion.n_modes)
+        band = rank[problems.mode] * PROBE_BANDS // diffusion.n_modes
+        variance = problems.cov[:, 0, 0]
+        picks = [int(np.flatnonzero(band == b)[np.argmax(variance[band == b])])
+                 for b in range(PROBE_BANDS) if np.any(band == b)]
+        return sorted(picks, key=lambda p: -variance[p])  # the largest-variance problem first
 
     def tables(self, scheme: Scheme, ts):
         """Tables of ``scheme`` on ``ts`` for the search diffusion (cached), or ``None`` if they cannot be built."""
@@ -110,12 +131,16 @@ class Search:
         return self._tables[key]
 
     def probe_errors(self, scheme: Scheme, ts) -> np.ndarray:
-        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` (``inf`` if it cannot be built)."""
+        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` in every probed problem
+        (``inf`` if it cannot be built)."""
         t0, t1 = float(ts[0]), float(ts[-1])
         if (t0, t1) not in self._probes:
-            self._probes[(t0, t1)] = ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES)
+            self._probes[(t0, t1)] = [ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES, problem=p)
+                                      for p in self.probed]
         tables = self.tables(scheme, ts)
-        return np.full(len(PROBES), np.inf) if tables is None else self._probes[(t0, t1)].errors(tables)
+        if tables is None:
+            return np.full(len(PROBES) * len(self.probed), np.inf)
+        return np.concatenate([probes.errors(tables) for probes in self._probes[(t0, t1)]])
 
     def member_errors(self, scheme: Scheme, ts) -> np.ndarray:
         """Surrogate errors of ``scheme`` on ``ts`` at every ``component_scale`` of :data:`ENSEMBLE`

@@ -78,15 +78,16 @@ class Probe:
 class ProbeSet:
     """Switching probes of one modal problem on ``[t_start, t_end]``, one per ``(weight, scale)`` of ``specs``.
 
-    The problem is the one of ``problems`` with the largest excess trace. The diffusion's blocks at a
-    time are computed once for all probes and all plans (:meth:`at`); the reference end points of all
-    probes come from one DOP853 solve.
+    The problem is ``problems``'s number ``problem``, by default the one with the largest excess trace.
+    The diffusion's blocks at a time are computed once for all probes and all plans (:meth:`at`); the
+    reference end points of all probes come from one DOP853 solve.
     """
 
-    def __init__(self, diffusion, problems: ModalProblems, t_start: float, t_end: float, specs):
+    def __init__(self, diffusion, problems: ModalProblems, t_start: float, t_end: float, specs,
+                 problem: int | None = None):
         s0 = blocks(problems, diffusion, diffusion.initial_covariance)
         excess = problems.cov - s0
-        p = int(np.argmax(np.trace(excess, axis1=-2, axis2=-1)))
+        p = int(np.argmax(np.trace(excess, axis1=-2, axis2=-1))) if problem is None else int(problem)
         mode = None if problems.mode is None else problems.mode[[p]]
         self.problem = replace(problems, mode=mode, mean=problems.mean[[p]], cov=problems.cov[[p]], flows={})
         self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
+from gddim_numerics import auto
 from gddim_numerics.modal import modal_problems
 from gddim_numerics.probe import ProbeSet
 from gddim_numerics.statistics import DataStatistics
@@ -101,3 +102,25 @@ def test_auto_not_worse_than_paper_on_a_fresh_switching_mixture(kind, nfe):
 
     # measured ratio 0.26 (VE: data form q=3 + corrector), 0.81 (VP: the paper's scheme, optimised grid)
     assert err(plan) <= err(paper)
+
+
+def test_multi_mode_diffusion_probes_one_problem_per_frequency_band():
+    """BDM scored per mode: the probes run in the largest-variance mode of each of PROBE_BANDS bands of the modes'
+    decay rate (the largest first); a spike of variance planted inside each band is found."""
+    from gddim_numerics.auto_search import PROBE_BANDS, PROBES, Search
+    from gddim_numerics.statistics import sigma0_mode_diagonal
+
+    sde = gd.BDM((12, 12))
+    rate = sde._dlog_mean(np.asarray(0.5 * (sde.t_start + sde.t_end)))
+    rank = np.argsort(np.argsort(rate, kind="stable"), kind="stable")  # rank of each mode's decay rate
+    var = np.random.default_rng(11).uniform(0.01, 0.1, 144)
+    spikes = {20: 2.0, 60: 3.0, 96: 4.0, 128: 5.0}  # well inside the bands of 40, 40, 32, 32 ranks
+    for r, v in spikes.items():
+        var[np.flatnonzero(rank == r)[0]] = v
+    stats = DataStatistics(sde, (12, 12), np.zeros((12, 12)), sigma0_mode_diagonal(sde, (12, 12)) + var.reshape(12, 12))
+    search = Search(stats)
+    got = search.problems.cov[search.probed, 0, 0] - sigma0_mode_diagonal(sde, (12, 12)).ravel()[0]
+    assert PROBE_BANDS == 4 and np.allclose(got, [5.0, 4.0, 3.0, 2.0], atol=1e-3)
+    plan = gd.GDDIM(sde, gd.time_grid(sde, 6, "power", power=2), order=2)
+    errors = search.probe_errors(auto.Scheme("eps", 2, False), plan.ts)
+    assert errors.shape == (PROBE_BANDS * len(PROBES),) and np.all(np.isfinite(errors)) and np.all(errors > 0)
