@@ -89,7 +89,7 @@ def targets(results: dict) -> list[dict]:
         lo, hi = _value(results, name, sampler, 10, "fd"), _value(results, name, sampler, fd_nfe, "fd")
         rel = None if lo is None or hi is None else lo / hi - 1.0
         out.append({"diffusion": name, "nfe": 10, "what": f"{sampler} FD at NFE 10 / FD at NFE {fd_nfe} - 1",
-                    "value": rel, "target": f"|value| <= {FD_TARGET}",
+                    "value": rel, "target": f"in [-{FD_TARGET}, {FD_TARGET}]",
                     "met": None if rel is None else abs(rel) <= FD_TARGET})
     return out
 

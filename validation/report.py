@@ -346,7 +346,8 @@ def _tuned_settings_note(results: dict, nfes: Sequence[int]) -> tuple[str, ...]:
         return ()
     parts = [f"{d} NFE {n}: {settings_label(by_nfe[str(n)])}" for d, by_nfe in settings.items()
              for n in dict.fromkeys(nfes) if str(n) in by_nfe]
-    return ("Tuned settings at these NFE — " + "; ".join(parts) + ".",) if parts else ()
+    return ("Tuned settings at these NFE, of gddim_auto with its default statistics (the rows above give it each "
+            "problem's own mean and covariance, so their plans can differ) — " + "; ".join(parts) + ".",) if parts else ()
 
 
 def all_tables(results: dict) -> list[Table]:
