@@ -74,9 +74,9 @@ from .grids import check_grid, time_grid
 from .samplers.gddim import GDDIM
 from .statistics import DataStatistics
 
-__all__ = ["BAND_PROBE_MARGIN", "ENSEMBLE", "FAMILY", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES", "PROBE_MARGIN",
-           "GRID_PROBE_MARGIN",
-           "SEARCH_DENSE", "Scheme", "auto_plan", "build_auto", "choose", "default_statistics", "warped_grid"]
+__all__ = ["BAND_PROBE_MARGIN", "ENSEMBLE", "FAMILY", "GRID_PROBE_MARGIN", "MAX_GAIN", "MAX_MODES", "PAPER", "PROBES",
+           "PROBE_MARGIN", "SEARCH_DENSE", "Scheme", "auto_plan", "build_auto", "choose", "default_statistics",
+           "warped_grid"]
 
 #: Grid of stage 1 (uniform in t^(1/2), the paper's grid).
 BASE_POWER = 2.0
