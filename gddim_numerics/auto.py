@@ -176,9 +176,9 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         if paper_probe is None or (scheme == PAPER and grid is base):
             return True
         margin = GRID_PROBE_MARGIN if scheme == PAPER else PROBE_MARGIN
-        margins = np.full(paper_probe.shape, max(margin, BAND_PROBE_MARGIN))
-        margins[:len(PROBES)] = margin  # the probes in the problem of largest variance
-        return bool(np.all(search.probe_errors(scheme, grid) <= margins * paper_probe))
+        errors = search.probe_errors(scheme, grid)  # row 0: the problem of largest variance; others: other bands
+        return bool(np.all(errors[0] <= margin * paper_probe[0])
+                    and np.all(errors[1:] <= max(margin, BAND_PROBE_MARGIN) * paper_probe[1:]))
 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
     best = next((s for s in ranked if safe(s, base)), None)

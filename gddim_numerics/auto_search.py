@@ -49,6 +49,12 @@ PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
 PROBE_BANDS = 4
 
 
+def decay_rates(diffusion: ScalarModesDiffusion) -> np.ndarray:
+    r"""Each mode's rate :math:`\partial_t \log \Psi_m` at the middle of the diffusion's interval (it orders the
+    modes by frequency)."""
+    return diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
+
+
 class ModeSubset(ScalarModesDiffusion):
     """The modes ``idx`` of a scalar-mode diffusion (the same per-mode functions)."""
 
@@ -86,8 +92,7 @@ class Search:
         self.diffusion, self.statistics = diffusion, statistics
         self.search_diffusion, self.problems = diffusion, problems
         if problems.mode is not None and diffusion.n_modes > MAX_MODES and isinstance(diffusion, ScalarModesDiffusion):
-            freq = diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
-            order = np.argsort(freq, kind="stable")
+            order = np.argsort(decay_rates(diffusion), kind="stable")
             groups = np.array_split(order, MAX_MODES)
             reps = np.array([g[len(g) // 2] for g in groups])
             group_of = np.empty(diffusion.n_modes, dtype=int)
@@ -109,9 +114,8 @@ class Search:
         diffusion, problems = self.search_diffusion, self.problems
         if diffusion.n_modes == 1 or problems.mode is None or problems.size != 1:
             return [None]
-        freq = diffusion._dlog_mean(np.asarray(0.5 * (diffusion.t_start + diffusion.t_end)))
         rank = np.empty(diffusion.n_modes, dtype=int)
-        rank[np.argsort(freq, kind="stable")] = np.arange(diffusion.n_modes)
+        rank[np.argsort(decay_rates(diffusion), kind="stable")] = np.arange(diffusion.n_modes)
         band = rank[problems.mode] * PROBE_BANDS // diffusion.n_modes
         variance = problems.cov[:, 0, 0]
         picks = [int(np.flatnonzero(band == b)[np.argmax(variance[band == b])])
@@ -131,7 +135,8 @@ class Search:
         return self._tables[key]
 
     def probe_errors(self, scheme: Scheme, ts) -> np.ndarray:
-        """Errors of ``scheme`` on ``ts`` on the switching probes :data:`PROBES` in every probed problem
+        """Errors of ``scheme`` on ``ts`` on the switching probes, ``(len(probed), len(PROBES))``: one row per
+        problem of :attr:`probed` (the first the largest-variance one), one column per :data:`PROBES` entry
         (``inf`` if it cannot be built)."""
         t0, t1 = float(ts[0]), float(ts[-1])
         if (t0, t1) not in self._probes:
@@ -139,8 +144,8 @@ class Search:
                                       for p in self.probed]
         tables = self.tables(scheme, ts)
         if tables is None:
-            return np.full(len(PROBES) * len(self.probed), np.inf)
-        return np.concatenate([probes.errors(tables) for probes in self._probes[(t0, t1)]])
+            return np.full((len(self.probed), len(PROBES)), np.inf)
+        return np.stack([probes.errors(tables) for probes in self._probes[(t0, t1)]])
 
     def member_errors(self, scheme: Scheme, ts) -> np.ndarray:
         """Surrogate errors of ``scheme`` on ``ts`` at every ``component_scale`` of :data:`ENSEMBLE`
