@@ -87,12 +87,14 @@ BOUNDS = ((0.0, np.log(12.0)), (-3.0, 3.0), (-3.0, 3.0))
 #: Plans kept per diffusion.
 CACHE_SIZE = 32
 #: Another scheme is kept only if its probe error is at most this multiple of the paper's scheme's on every probe.
-PROBE_MARGIN = 0.9
+PROBE_MARGIN = 1.0
 #: The paper's scheme on another grid is kept only if its probe errors are at most this multiple of its own on the base grid.
 GRID_PROBE_MARGIN = 1.0
 #: Multi-mode diffusions: the probes of the other frequency bands (:data:`~.auto_search.PROBE_BANDS`) only ask
 #: for no loss (where every scheme follows the switching alike, a gain is not required).
 BAND_PROBE_MARGIN = 1.0
+#: Schemes (best-ranked that pass the guard) whose grid stage 2 optimises; the best result is the plan.
+GRID_SCHEMES = 3
 
 
 @dataclass(frozen=True)
@@ -181,28 +183,51 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                     and np.all(errors[1:] <= max(margin, BAND_PROBE_MARGIN) * paper_probe[1:]))
 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
-    best = next((s for s in ranked if safe(s, base)), None)
-    if best is None:  # the paper's scheme is not a candidate itself (unbuilt or beyond MAX_GAIN): least excess
+    passing = []
+    for scheme in ranked:  # the guard is evaluated only as far as it is needed
+        if len(passing) == GRID_SCHEMES:
+            break
+        if safe(scheme, base):
+            passing.append(scheme)
+    if not passing:  # the paper's scheme is not a candidate itself (unbuilt or beyond MAX_GAIN): least excess
         def excess(scheme):
             return float(np.max(search.probe_errors(scheme, base) / (PROBE_MARGIN * paper_probe)))
 
-        best = min(ranked, key=excess)
+        passing = [min(ranked, key=excess)]
+    best = passing[0]
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
                   paper_objective=paper[0], evaluations=len(scores),
                   rejected=[s.options() for s in ranked[:ranked.index(best)]])
+    refined = []
+    for scheme in passing[:GRID_SCHEMES]:
+        cand_grid, cand_obj, cand_err, details = _refine_grid(search, scheme, scores[scheme], base, nfe, t0, t1, ts,
+                                                              optimize_grid, budget, safe)
+        report["evaluations"] += details.pop("evaluations")
+        refined.append((cand_obj, len(refined), scheme, cand_grid, cand_err, details))
+    obj, _, best, grid, err, details = min(refined, key=lambda r: r[:2])  # ties: the better-ranked scheme
+    report.update(details)
+    report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
+                  representative_modes=search.search_diffusion is not diffusion)
+    return best, grid, report
+
+
+def _refine_grid(search: Search, scheme: Scheme, score, base, nfe, t0, t1, ts, optimize_grid, budget, safe):
+    """Stages 1b and 2 for one scheme: ``(grid, objective, error, details)``, the base grid if nothing beats it."""
+    diffusion = search.diffusion
     grid, head = base, None
-    obj, err = scores[best]
+    obj, err = score
+    details: dict = {"evaluations": 0}
     if ts is None and optimize_grid and nfe >= 3 and diffusion.n_modes == 1:  # stage 1b: a large first step
         for level in FIRST_LOG_SNR:
             try:
                 cand_ts = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1, first_log_snr=level)
             except ValueError:
                 continue
-            cand, cand_err = search.error(best, cand_ts)
-            report["evaluations"] += 1
-            if cand < obj and safe(best, cand_ts):
+            cand, cand_err = search.error(scheme, cand_ts)
+            details["evaluations"] += 1
+            if cand < obj and safe(scheme, cand_ts):
                 grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
-                report["first_log_snr"] = level
+                details["first_log_snr"] = level
     if ts is None and optimize_grid and nfe >= 2 + (head is not None):
         start = np.array([np.log(BASE_POWER), 0.0, 0.0])
         lo, hi = np.array(BOUNDS).T
@@ -214,8 +239,8 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
             key = tuple(np.round(x, 6))
             if key not in cache:
                 cand_grid = warped_grid(diffusion, nfe, x, t0, t1, head)
-                cand, cand_err = search.error(best, cand_grid)
-                cache[key] = (cand if cand >= obj or safe(best, cand_grid) else np.inf, cand_err)
+                cand, cand_err = search.error(scheme, cand_grid)
+                cache[key] = (cand if cand >= obj or safe(scheme, cand_grid) else np.inf, cand_err)
             return cache[key][0]
 
         from scipy.optimize import minimize  # keeps the package import light
@@ -227,11 +252,9 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         cand = objective(x)
         if cand < obj:
             grid, obj, err = warped_grid(diffusion, nfe, x, t0, t1, head), cand, cache[tuple(np.round(x, 6))][1]
-            report["grid_params"] = dict(power=float(np.exp(x[0])), beta1=float(x[1]), beta2=float(x[2]))
-        report["evaluations"] += len(cache)
-    report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
-                  representative_modes=search.search_diffusion is not diffusion)
-    return best, grid, report
+            details["grid_params"] = dict(power=float(np.exp(x[0])), beta1=float(x[1]), beta2=float(x[2]))
+        details["evaluations"] += len(cache)
+    return grid, obj, err, details
 
 
 def auto_plan(diffusion: LinearDiffusion, nfe: int, statistics: DataStatistics | None = None, *, ts=None,
