@@ -6,7 +6,9 @@ is the ``family`` benchmark's. The objective of :mod:`gddim_numerics.auto` (the 
 paper's scheme over the ensemble, replacing the worst absolute error) was judged on seeds 2000–2047 of
 the ``family`` generator (``gddim-numerics family --first-seed 2000 --problems 48 --nfe 10 20``), and its
 switching probes in four frequency bands for BDM (:data:`gddim_numerics.auto_search.PROBE_BANDS`) on the 18
-BDM problems above 64 pixels among seeds 3000–3599 of that generator; neither set is ever reported. Problem ``seed`` (:func:`design_problem`): the diffusion kind cycles
+BDM problems above 64 pixels among seeds 3000–3599 of that generator, and its guard margin (no loss on any probe)
+and the three schemes whose grids stage 2 optimises (:data:`gddim_numerics.auto.GRID_SCHEMES`) on seeds 3000–3059
+at NFE 10, 20 and 50; none of these sets is ever reported. Problem ``seed`` (:func:`design_problem`): the diffusion kind cycles
 through VP, VE, CLD (random :math:`M^{-1}`, :math:`\Gamma`), BDM (4x4–8x8, smooth random mean
 images, full covariances), a random stable dense ``k x k`` (k = 2–4) and a time-varying
 ``LinearSDE``; the data are a Gaussian mixture of 1–6 components, scale 0.05–2 (log-uniform).
