@@ -37,8 +37,8 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 results do not depend on the order of execution.
 
 Cost: ``gddim_auto``'s plan search dominates (one search per problem and NFE; the references take
-seconds). 60 problems × ``paper_q3`` and ``auto`` × 4 NFE took about 25 minutes with ``--workers 2``
-on a loaded 2-core machine (load average 3-11); the full 204 problems take about three times that.
+seconds). All 204 problems × ``paper_q3`` and ``auto`` × 4 NFE took 47 minutes with ``--workers 2`` on an
+idle 2-core machine.
 """
 
 from __future__ import annotations
