@@ -46,7 +46,7 @@ most :data:`PROBE_MARGIN` times (no loss) the error of the paper's scheme on the
 diffusions scored per mode (BDM) are probed in one mode per frequency band
 (:data:`~.auto_search.PROBE_BANDS`).
 
-Stage 1 ranks only schemes that pass (the paper's scheme on the base grid always does); a first step or
+Stage 1 takes the best-ranked schemes that pass (the paper's scheme on the base grid always does); a first step or
 grid that fails is not taken (Nelder–Mead sees it as :math:`+\infty`). ``plan.auto_report["rejected"]``
 lists the schemes ranked above the pick that failed.
 
@@ -178,9 +178,10 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
         return bool(np.all(search.probe_errors(scheme, grid) <= PROBE_MARGIN * paper_probe))
 
     ranked = sorted((s for s in scores if np.isfinite(scores[s][0])), key=lambda s: scores[s][0])
+    n_refined = GRID_SCHEMES if ts is None and optimize_grid else 1  # without grid stages only the pick matters
     passing = []
     for scheme in ranked:  # the guard is evaluated only as far as it is needed
-        if len(passing) == GRID_SCHEMES:
+        if len(passing) == n_refined:
             break
         if safe(scheme, base):
             passing.append(scheme)
@@ -194,7 +195,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
                   paper_objective=paper[0], evaluations=len(scores),
                   rejected=[s.options() for s in ranked[:ranked.index(best)]])
     refined = []
-    for scheme in passing[:GRID_SCHEMES]:
+    for scheme in passing:
         cand_grid, cand_obj, cand_err, details = _refine_grid(search, scheme, scores[scheme], base, nfe, t0, t1, ts,
                                                               optimize_grid, budget, safe)
         report["evaluations"] += details.pop("evaluations")
