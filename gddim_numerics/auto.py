@@ -194,26 +194,26 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     report = dict(pick_error=scores[best][1], paper_error=paper[1], pick_objective=scores[best][0],
                   paper_objective=paper[0], evaluations=len(scores),
                   rejected=[s.options() for s in ranked[:ranked.index(best)]])
-    refined = []
-    for scheme in passing:
-        cand_grid, cand_obj, cand_err, details = _refine_grid(search, scheme, scores[scheme], base, nfe, t0, t1, ts,
-                                                              optimize_grid, budget, safe)
-        report["evaluations"] += details.pop("evaluations")
-        refined.append((cand_obj, len(refined), scheme, cand_grid, cand_err, details))
-    obj, _, best, grid, err, details = min(refined, key=lambda r: r[:2])  # ties: the better-ranked scheme
-    report.update(details)
+    if ts is None and optimize_grid:
+        refined = [(scheme, *_refine_grid(search, scheme, scores[scheme], base, nfe, t0, t1, budget, safe))
+                   for scheme in passing]
+        best, grid, obj, err, details = min(refined, key=lambda r: r[2])  # first minimum: ties to the better-ranked
+        report["evaluations"] += sum(r[4].pop("evaluations") for r in refined)
+        report.update(details)
+    else:
+        grid, (obj, err) = base, scores[best]
     report.update(error=err, objective=obj, scheme=best.options(), exact_split=search.problems.exact,
                   representative_modes=search.search_diffusion is not diffusion)
     return best, grid, report
 
 
-def _refine_grid(search: Search, scheme: Scheme, score, base, nfe, t0, t1, ts, optimize_grid, budget, safe):
+def _refine_grid(search: Search, scheme: Scheme, score, base, nfe, t0, t1, budget, safe):
     """Stages 1b and 2 for one scheme: ``(grid, objective, error, details)``, the base grid if nothing beats it."""
     diffusion = search.diffusion
     grid, head = base, None
     obj, err = score
     details: dict = {"evaluations": 0}
-    if ts is None and optimize_grid and nfe >= 3 and diffusion.n_modes == 1:  # stage 1b: a large first step
+    if nfe >= 3 and diffusion.n_modes == 1:  # stage 1b: a large first step
         for level in FIRST_LOG_SNR:
             try:
                 cand_ts = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1, first_log_snr=level)
@@ -224,7 +224,7 @@ def _refine_grid(search: Search, scheme: Scheme, score, base, nfe, t0, t1, ts, o
             if cand < obj and safe(scheme, cand_ts):
                 grid, head, obj, err = cand_ts, float(cand_ts[1]), cand, cand_err
                 details["first_log_snr"] = level
-    if ts is None and optimize_grid and nfe >= 2 + (head is not None):
+    if nfe >= 2 + (head is not None):
         start = np.array([np.log(BASE_POWER), 0.0, 0.0])
         lo, hi = np.array(BOUNDS).T
         cache: dict = {}
