@@ -216,12 +216,15 @@ def _session_processes(sid: int) -> list[int]:
 def test_ctrl_c_stops_the_local_cluster_and_writes_nothing(tmp_path):
     """SIGINT to the command's process group (Ctrl-C in a terminal) while its 2-process LocalCluster runs: exit
     status 130, no process of the run left, no output folder. (60 problems: far more work than the time between the
-    first progress line and the signal, so the run cannot finish first.)"""
+    first progress line and the signal, so the run cannot finish first.) The command starts with SIGINT's default
+    action, as from a terminal: a run started from a process that ignores SIGINT (a background job of a
+    non-interactive shell, ``nohup``) inherits the ignoring, and Ctrl-C cannot reach it."""
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "gddim_numerics.validation.cli", "family", "--first-seed", "1002",
                              "--problems", "60", "--points", "4", "--methods", "paper_q3", "--nfe", "5", "10", "20",
                              "--workers", "2", "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(3 * WAIT, os.killpg, (proc.pid, signal.SIGKILL))  # a hung run ends the test
     watchdog.start()
     try:
