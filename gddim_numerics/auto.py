@@ -16,7 +16,8 @@ losing on sharp components (where multi-modal data spend the end of their trajec
 picked. Three stages:
 
 1. **Scheme pick.** Every scheme of :data:`FAMILY` (form × order 2–4 × corrector, extrapolation in
-   ``t``; the paper's scheme, ε form of order 3, among them) on the grid uniform in
+   ``t``, and the ε schemes extrapolated in the diffusion's log-SNR; the paper's scheme, ε form of order 3
+   in ``t``, among them) on the grid uniform in
    :math:`t^{1/2}` (:data:`BASE_POWER`), ranked by :math:`J`; with ``optimize_grid=False`` the
    best-ranked scheme that passes the guard (below) is the plan. With ``optimize_grid=True`` stages 2
    and 3 run for each of the :data:`GRID_SCHEMES` best-ranked schemes that pass, and the (scheme, grid)
@@ -109,10 +110,12 @@ class Scheme:
 
 
 PAPER = Scheme("eps", 3, False, "t")
-#: The scheme family of stage 1.
+#: The scheme family of stage 1: ε and data forms extrapolated in ``t``, and the ε forms extrapolated in log-SNR.
 FAMILY = (PAPER, Scheme("eps", 2, False), Scheme("eps", 3, True), Scheme("eps", 4, True),
           Scheme("data", 2, False), Scheme("data", 3, False), Scheme("data", 2, True), Scheme("data", 3, True),
-          Scheme("data", 4, True))
+          Scheme("data", 4, True),
+          Scheme("eps", 2, False, "log_snr"), Scheme("eps", 3, False, "log_snr"), Scheme("eps", 3, True, "log_snr"),
+          Scheme("eps", 4, True, "log_snr"))
 
 
 def warped_grid(diffusion: LinearDiffusion, n_steps: int, params, t_start: float, t_end: float,

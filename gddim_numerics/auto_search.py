@@ -81,6 +81,11 @@ class ModeSubset(ScalarModesDiffusion):
     def _dvariance(self, t):
         return self._modes("_dvariance", t)
 
+    def log_snr(self, t) -> np.ndarray:
+        """The whole diffusion's noise-level measure: a scheme that extrapolates in log-SNR is scored on the
+        subset with the variable the plan on the whole diffusion uses."""
+        return self.base.log_snr(t)
+
 
 class Search:
     """The surrogate of one (diffusion, statistics) pair, on representative modes where there are many."""
