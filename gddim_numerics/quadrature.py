@@ -161,10 +161,11 @@ def exponential_weights(
     groups = sorted({(int(q), int(p), int(c)) for q, p, c in zip(orders, base_panels, inside)})
     for q, p, c in groups:
         steps = np.flatnonzero((orders == q) & (base_panels == p) & (inside == c))
-        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp)
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp, probe.shape[1:])
         refine = 2
         while steps.size:
-            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, bp)
+            fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, bp,
+                            probe.shape[1:])
             axes = tuple(range(1, fine.ndim))
             scale = np.max(np.abs(fine), axis=axes)
             err = np.max(np.abs(fine - coarse), axis=axes)
@@ -179,21 +180,21 @@ def exponential_weights(
     return out
 
 
-def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead=0, breakpoints=None):
-    """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement."""
+def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, breakpoints, value_shape):
+    """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement; the kernel's values
+    have shape ``value_shape`` ``(M, k, k)``."""
     tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine,
                          breakpoints=breakpoints)
-    probe = kernel(ts[steps[:1] + 1], ts[steps[:1]])
-    out = np.empty((len(steps), q) + probe.shape[1:])
-    per_step = tau.shape[1] * probe[0].size
+    out = np.empty((len(steps), q) + tuple(value_shape))
+    per_step = tau.shape[1] * int(np.prod(value_shape))
     chunk = max(1, chunk_values // max(per_step, 1))
     hist_idx = steps[:, None] + lead - np.arange(q)[None, :]  # newest first
     for c0 in range(0, len(steps), chunk):
         sl = slice(c0, c0 + chunk)
         st, tt, ww = steps[sl], tau[sl], w[sl]
         t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
-        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + probe.shape[1:])
+        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + tuple(value_shape))
         ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
         flat = kern.reshape(kern.shape[:2] + (-1,))  # (n, m, M k k): sum over the nodes m as one product
-        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + probe.shape[1:])
+        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + tuple(value_shape))
     return out
