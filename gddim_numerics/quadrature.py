@@ -148,8 +148,8 @@ def exponential_weights(
         raise ValueError(f"lead must be 0 (predictor) or 1 (corrector); got {lead!r}")
     if n_steps != len(ts) - 1 or np.any(orders < 1) or np.any(orders > np.arange(1, n_steps + 1) + lead):
         raise ValueError("orders: step k can use between 1 and k + 1 + lead grid nodes")
-    probe = kernel(ts[1:2], ts[0:1])
-    out = np.zeros((n_steps, q_max) + probe.shape[1:])
+    value_shape = kernel(ts[1:2], ts[0:1]).shape[1:]  # (M, k, k)
+    out = np.zeros((n_steps, q_max) + value_shape)
     lo = np.minimum(ts[:-1], ts[1:])
     ratio = np.maximum(ts[:-1], ts[1:]) / np.where(lo > 0, lo, np.nan)
     base_panels = np.where(lo > 0, np.ceil(np.log(ratio) / np.log(max_ratio)), 0)
@@ -161,11 +161,11 @@ def exponential_weights(
     groups = sorted({(int(q), int(p), int(c)) for q, p, c in zip(orders, base_panels, inside)})
     for q, p, c in groups:
         steps = np.flatnonzero((orders == q) & (base_panels == p) & (inside == c))
-        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp, probe.shape[1:])
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp, value_shape)
         refine = 2
         while steps.size:
             fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, bp,
-                            probe.shape[1:])
+                            value_shape)
             axes = tuple(range(1, fine.ndim))
             scale = np.max(np.abs(fine), axis=axes)
             err = np.max(np.abs(fine - coarse), axis=axes)
@@ -183,9 +183,10 @@ def exponential_weights(
 def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, breakpoints, value_shape):
     """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement; the kernel's values
     have shape ``value_shape`` ``(M, k, k)``."""
+    value_shape = tuple(value_shape)
     tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine,
                          breakpoints=breakpoints)
-    out = np.empty((len(steps), q) + tuple(value_shape))
+    out = np.empty((len(steps), q) + value_shape)
     per_step = tau.shape[1] * int(np.prod(value_shape))
     chunk = max(1, chunk_values // max(per_step, 1))
     hist_idx = steps[:, None] + lead - np.arange(q)[None, :]  # newest first
@@ -193,8 +194,8 @@ def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values
         sl = slice(c0, c0 + chunk)
         st, tt, ww = steps[sl], tau[sl], w[sl]
         t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
-        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + tuple(value_shape))
+        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + value_shape)
         ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
         flat = kern.reshape(kern.shape[:2] + (-1,))  # (n, m, M k k): sum over the nodes m as one product
-        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + tuple(value_shape))
+        out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + value_shape)
     return out

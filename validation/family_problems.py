@@ -34,8 +34,8 @@ BDM: the smooth full covariance above). The state law at ``t = 0`` is that plus 
 
 Seeds ``1000…`` are the reporting family (:data:`FIRST_SEED`); nothing in the library is chosen
 on them. Seeds 2000–2047 judged ``gddim_auto``'s objective, the BDM problems above 64 pixels among seeds
-3000–3599 its band probes, and seeds 3000–3059 its guard margin and the number of schemes whose grids it
-optimises (:mod:`gddim_numerics.validation.auto_design`); none is ever reported.
+3000–3599 its band probes, and seeds 3000–3059 its guard margin, the number of schemes whose grids it
+optimises and the log-SNR schemes of its family (:mod:`gddim_numerics.validation.auto_design`); none is ever reported.
 """
 
 from __future__ import annotations
