@@ -24,7 +24,7 @@ from .modal import MAX_DENSE, modal_problems
 from .plans import deterministic_tables, dirac_gain
 from .probe import ProbeSet
 from .statistics import DataStatistics
-from .surrogate import prefetch_flows, surrogate_error
+from .surrogate import ensemble_errors, prefetch_flows
 
 if TYPE_CHECKING:
     from .auto import Scheme
@@ -167,8 +167,7 @@ class Search:
         if gain > MAX_GAIN:
             return np.full(len(ENSEMBLE), np.inf)
         prefetch_flows(self.search_diffusion, self.problems, ENSEMBLE, float(ts[0]), float(ts[-1]))
-        errs = np.array([surrogate_error(tables, self.search_stats, problems=self.problems, component_scale=c)
-                         for c in ENSEMBLE])
+        errs = ensemble_errors(tables, self.search_stats, ENSEMBLE, problems=self.problems)
         return np.where(np.isfinite(errs), np.maximum(errs, 1e-300), np.inf)
 
     def error(self, scheme: Scheme, ts) -> tuple[float, float]:

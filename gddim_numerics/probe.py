@@ -132,18 +132,29 @@ class ProbeSet:
 
     def score(self, probe: Probe, t: float, u: np.ndarray) -> np.ndarray:
         """Exact score of ``probe``'s marginal at time ``t`` for states ``u (n, B)``."""
+        return self._scores([probe], t, u[None])[0]
+
+    def _scores(self, probes, t: float, u: np.ndarray) -> np.ndarray:
+        """Exact scores of every probe of ``probes`` at time ``t``, states ``u (S, n, B)`` (row ``s``: probe ``s``)."""
         psi, sig = self.at(t, "psi", "sigma")
-        m = probe.means @ psi.T  # (2, n)
-        c_inv = np.linalg.inv(psi @ probe.excess @ psi.T + sig)
-        diff = u[None, :, :] - m[:, :, None]  # (2, n, B)
-        logits = np.log(probe.weights)[:, None] - 0.5 * np.einsum("jab,ac,jcb->jb", diff, c_inv, diff)
-        r = np.exp(logits - logits.max(axis=0))
-        r /= r.sum(axis=0)
-        return -c_inv @ (u - m.T @ r)
+        means = np.stack([pr.means for pr in probes])  # (S, 2, n)
+        excess = np.stack([pr.excess for pr in probes])
+        log_w = np.log(np.stack([pr.weights for pr in probes]))
+        m = means @ psi.T  # (S, 2, n)
+        c_inv = np.linalg.inv(psi @ excess @ psi.T + sig)
+        diff = u[:, None, :, :] - m[:, :, :, None]  # (S, 2, n, B)
+        logits = log_w[:, :, None] - 0.5 * np.einsum("sjab,sac,sjcb->sjb", diff, c_inv, diff)
+        r = np.exp(logits - logits.max(axis=1, keepdims=True))
+        r /= r.sum(axis=1, keepdims=True)
+        return -c_inv @ (u - np.einsum("sjn,sjb->snb", m, r))
 
     def output(self, probe: Probe, t: float, u: np.ndarray, output: str) -> np.ndarray:
         """The exact network output of type ``output`` on ``probe`` (module docstring)."""
-        score = self.score(probe, t, u)
+        return self._outputs([probe], t, u[None], output)[0]
+
+    def _outputs(self, probes, t: float, u: np.ndarray, output: str) -> np.ndarray:
+        """:meth:`output` of every probe of ``probes`` for states ``u (S, n, B)``."""
+        score = self._scores(probes, t, u)
         if output == "score":
             return score
         if output in ("eps_R", "eps_L"):
@@ -164,8 +175,7 @@ class ProbeSet:
         def rhs(tau, y):
             f, gg = self.at(tau, "drift", "diffusion")
             u = y.reshape(shape)
-            return np.stack([f @ u[i] - 0.5 * gg @ self.score(pr, tau, u[i])
-                             for i, pr in enumerate(self.probes)]).ravel()
+            return (f @ u - 0.5 * gg @ self._scores(self.probes, tau, u)).ravel()
 
         y0 = np.stack([pr.start for pr in self.probes]).ravel()
         sol = solve_ivp(rhs, (self.t_start, self.t_end), y0, method="DOP853", rtol=PROBE_TOL[0], atol=PROBE_TOL[1])
@@ -207,13 +217,20 @@ class ProbeSet:
             raise ValueError(f"the plan's grid runs from {ts[0]} to {ts[-1]}; the probes from {self.t_start} "
                              f"to {self.t_end}")
         output = tables.info.get("output", "eps_R")
-        errs = []
-        for probe in self.probes:
-            def network(k, u, probe=probe):
-                return self.output(probe, float(ts[k]), u[0], output)[None]
+        n, count = self.problem.size, len(self.probes)
+        start = np.stack([pr.start for pr in self.probes])  # (S, n, B): all probes run in one recursion
+        points = start.shape[-1]
 
-            out, _ = run_tables(self.diffusion, self.problem, tables, probe.start[None].copy(), network)
-            ok = np.all(np.isfinite(out))
+        def network(k, u):
+            states = u[0].reshape(n, count, points).transpose(1, 0, 2)
+            out = self._outputs(self.probes, float(ts[k]), states, output)
+            return out.transpose(1, 0, 2).reshape(1, n, count * points)
+
+        out, _ = run_tables(self.diffusion, self.problem, tables,
+                            start.transpose(1, 0, 2).reshape(1, n, count * points), network)
+        ends = out[0].reshape(n, count, points).transpose(1, 0, 2)
+        errs = []
+        for probe, end in zip(self.probes, ends):
             scale = max(float(np.linalg.norm(probe.end)), np.finfo(float).tiny)
-            errs.append(float(np.linalg.norm(out[0] - probe.end)) / scale if ok else np.inf)
+            errs.append(float(np.linalg.norm(end - probe.end)) / scale if np.all(np.isfinite(end)) else np.inf)
         return np.array(errs)

@@ -97,9 +97,7 @@ def prefetch_flows(diffusion, problems: ModalProblems, scales, s: float, t: floa
     todo = list({id(p): p for p in sets if key not in p.flows}.values())
     if len(todo) < 2:  # nothing to share
         return
-    joined = replace(problems, mode=None if problems.mode is None else np.concatenate([p.mode for p in todo]),
-                     mean=np.concatenate([p.mean for p in todo]), cov=np.concatenate([p.cov for p in todo]),
-                     flows={})
+    joined = stack_problems(todo)
     phi = _flow_matrix(diffusion, joined, s, t)
     count = problems.cov.shape[0]
     for i, p in enumerate(todo):
@@ -246,11 +244,47 @@ def surrogate_error(plan, statistics: DataStatistics, measure: str | None = None
     if c < 1 and measure != "pathwise":
         raise ValueError("component_scale < 1 is defined for measure='pathwise' only")
     problems = modal_problems(statistics) if problems is None else problems
-    base = problems
     if c < 1:
-        problems = component_problems(base, diffusion, c)
-    n = problems.size
+        problems = component_problems(problems, diffusion, c)
     x, noise_cov = propagate(diffusion, problems, tables)
+    return _relative_error(diffusion, problems, tables, x, noise_cov, measure, c)
+
+
+def ensemble_errors(tables: StepTables, statistics: DataStatistics, scales, problems: ModalProblems | None = None,
+                    ) -> np.ndarray:
+    r"""Pathwise :func:`surrogate_error` of the deterministic ``tables`` at every ``component_scale`` of ``scales``.
+
+    The members' problems (:func:`component_problems`) are stacked and the tables run once over all of them;
+    each member's error is then formed from its own rows, exactly as :func:`surrogate_error` forms it.
+    """
+    if tables.stochastic:
+        raise ValueError("ensemble_errors compares with the deterministic flow; pass a lam = 0 plan")
+    diffusion = statistics.diffusion
+    problems = modal_problems(statistics) if problems is None else problems
+    scales = [float(c) for c in scales]
+    sets = [problems if c == 1.0 else component_problems(problems, diffusion, c) for c in scales]
+    joined = stack_problems(sets)
+    x, _ = propagate(diffusion, joined, tables)
+    rows = np.cumsum([0] + [p.cov.shape[0] for p in sets])
+    return np.array([_relative_error(diffusion, p, tables, x[a:b], None, "pathwise", c)
+                     for p, c, a, b in zip(sets, scales, rows[:-1], rows[1:])])
+
+
+def stack_problems(sets) -> ModalProblems:
+    """One :class:`ModalProblems` holding the problems of every member of ``sets`` (same size and layout), in order."""
+    first = sets[0]
+    if len(sets) == 1:
+        return first
+    mode = None if first.mode is None else np.concatenate([p.mode for p in sets])
+    return replace(first, mode=mode, mean=np.concatenate([p.mean for p in sets]),
+                   cov=np.concatenate([p.cov for p in sets]), flows={})
+
+
+def _relative_error(diffusion, problems: ModalProblems, tables: StepTables, x, noise_cov, measure: str,
+                    c: float) -> float:
+    """The relative error of :func:`surrogate_error` from the propagated map ``x`` of ``problems`` (component
+    problems of scale ``c``)."""
+    n = problems.size
     s, t = float(tables.ts[0]), float(tables.ts[-1])
     mean, cov, psi0 = _marginals(diffusion, problems, np.array([s, t]))
     gain = x[..., :n]

@@ -123,3 +123,22 @@ def test_multi_mode_diffusion_probes_one_problem_per_frequency_band():
     plan = gd.GDDIM(sde, gd.time_grid(sde, 6, "power", power=2), order=2)
     errors = search.probe_errors(auto.Scheme("eps", 2, False), plan.ts)
     assert errors.shape == (PROBE_BANDS, len(PROBES)) and np.all(np.isfinite(errors)) and np.all(errors > 0)
+
+
+@pytest.mark.parametrize("sde, ev", [(gd.VPSDE.linear(), (1,)), (gd.CLD(), (1, 2))])
+def test_probes_run_together_match_sampling_each_mixture(sde, ev):
+    """Several probes run in one recursion (ProbeSet.errors): each error equals GDDIM.sample on that probe's
+    GaussianMixture, for a scalar (VP) and a 2x2-block (CLD) problem."""
+    d = int(np.prod(ev))
+    clean = np.diag([1.3] + [0.0] * (d - 1))
+    s0 = gd.layout.dense_operator(sde, sde.initial_covariance, ev)
+    stats = DataStatistics(sde, ev, np.full(ev, 0.2) * (np.arange(d) == 0).reshape(ev), s0 + clean)
+    specs = [(0.3, 0.05), (0.5, 0.2), (0.8, 0.01)]
+    probes = ProbeSet(sde, modal_problems(stats), sde.t_start, sde.t_end, specs)
+    plan = gd.GDDIM(sde, gd.time_grid(sde, 8, "power", power=2), order=3, form="data", corrector=True)
+    got = probes.errors(plan.tables)
+    for i, pr in enumerate(probes.probes):
+        start = pr.start.T.reshape((-1,) + ev)
+        x = plan.sample(_mixture(sde, ev, probes, i).eps_R, start.copy()).x.reshape(len(start), -1)
+        want = np.linalg.norm(x.T - pr.end) / np.linalg.norm(pr.end)
+        assert got[i] == pytest.approx(want, rel=1e-9)

@@ -183,3 +183,19 @@ def test_prefetched_flows_equal_separate_solves(sde, ev):
         own = fresh if c == 1.0 else component_problems(fresh, sde, c)
         mine = flow_matrix(sde, shared if c == 1.0 else component_problems(shared, sde, c), s, t)
         np.testing.assert_allclose(mine, _flow_matrix(sde, own, s, t), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("sde, ev", [(gd.VPSDE.linear(), (4,)), (gd.CLD(), (3, 2)), (gd.BDM((4, 4)), (4, 4)),
+                                     (gd.ConstantCoefficientSDE(np.array([[-1.0, 0.4], [-0.3, -0.8]]),
+                                                                np.eye(2), beta=2.0,
+                                                                initial_covariance=0.01 * np.eye(2)), (3, 2))])
+def test_ensemble_errors_equal_each_members_surrogate_error(sde, ev):
+    """ensemble_errors (the members' problems stacked, one recursion) gives every component scale the error
+    surrogate_error gives it alone."""
+    from gddim_numerics.surrogate import ensemble_errors
+
+    stats = DataStatistics.from_problem(_random_gaussian(sde, ev, 5, spectrum=sde.n_modes > 1))
+    plan = gd.GDDIM(sde, gd.time_grid(sde, 7, "power", power=2), order=3, form="data", corrector=True)
+    scales = (1.0, 0.1, 1e-3)
+    want = [gd.surrogate_error(plan, stats, component_scale=c) for c in scales]
+    np.testing.assert_allclose(ensemble_errors(plan.tables, stats, scales), want, rtol=1e-12)
