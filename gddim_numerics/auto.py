@@ -60,7 +60,10 @@ build caches nothing.
 
 BDM with many modes: the surrogate of a candidate is evaluated on at most :data:`MAX_MODES`
 representative modes (quantiles of the DCT frequency; every data mode is scored with the tables of
-its group's representative), since a plan's cost grows with the number of modes.
+its group's representative), since a plan's cost grows with the number of modes. Data problems of
+one mode whose covariances agree to :data:`~.auto_search.GROUP_TOL` are scored as one weighted
+representative (:func:`~gddim_numerics.modal.group_problems`), since the search's cost grows with the
+number of problems (an image: one per pixel for VP and CLD).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .diffusion import ScalarModesDiffusion
-from .modal import MAX_DENSE, modal_problems
+from .modal import MAX_DENSE, group_problems, modal_problems
 from .plans import deterministic_tables, dirac_gain
 from .probe import ProbeSet
 from .statistics import DataStatistics
@@ -36,6 +36,10 @@ MAX_GAIN = 1e4
 SEARCH_DENSE = 64
 #: Largest number of diffusion modes the surrogate uses during the search.
 MAX_MODES = 32
+#: Problems of one mode whose excess covariances (and mean directions) agree to this relative tolerance are scored
+#: as one weighted representative (:func:`~gddim_numerics.modal.group_problems`): images whose pixels or frequencies
+#: have nearly equal variances cost a few problems instead of one per pixel.
+GROUP_TOL = 1e-2
 #: ``component_scale`` values of the ensemble members: the data's own Gaussian and mixtures of ever sharper
 #: components with the same overall moments (down to nearly Dirac components, whose data prediction is nearly
 #: piecewise constant in time).
@@ -105,6 +109,9 @@ class Search:
                 group_of[g] = i
             self.search_diffusion = ModeSubset(diffusion, reps)
             self.problems = replace(problems, mode=group_of[problems.mode])
+        #: the probes run on one data problem itself; the surrogate sums over the grouped problems
+        self.probe_problems = self.problems
+        self.problems = group_problems(self.problems, self.search_diffusion, GROUP_TOL)
         self.search_stats = _StatsView(self.search_diffusion, statistics)
         self.probed = self._probed_problems()
         self._probes: dict = {}
@@ -116,7 +123,7 @@ class Search:
         """Problems the probes run in: the default (largest excess) for one mode or a dense problem; for a
         multi-mode diffusion scored per mode, the largest-variance problem of each of :data:`PROBE_BANDS`
         frequency bands."""
-        diffusion, problems = self.search_diffusion, self.problems
+        diffusion, problems = self.search_diffusion, self.probe_problems
         if diffusion.n_modes == 1 or problems.mode is None or problems.size != 1:
             return [None]
         rank = np.empty(diffusion.n_modes, dtype=int)
@@ -145,8 +152,9 @@ class Search:
         (``inf`` if it cannot be built)."""
         t0, t1 = float(ts[0]), float(ts[-1])
         if (t0, t1) not in self._probes:
-            self._probes[(t0, t1)] = [ProbeSet(self.search_diffusion, self.problems, t0, t1, PROBES, problem=p)
-                                      for p in self.probed]
+            shared: dict = {}  # the diffusion's tables by time, for every probed problem
+            self._probes[(t0, t1)] = [ProbeSet(self.search_diffusion, self.probe_problems, t0, t1, PROBES, problem=p,
+                                               shared=shared) for p in self.probed]
         tables = self.tables(scheme, ts)
         if tables is None:
             return np.full((len(self.probed), len(PROBES)), np.inf)

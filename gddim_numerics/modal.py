@@ -41,6 +41,9 @@ class ModalProblems:
     cov : (P, n, n) array
     exact : bool
         False where the covariance was cut to its block diagonal to split it.
+    weights : (P,) array or None
+        How many data problems each problem stands for in sums over problems (``None``: one each); a
+        representative of a group of nearly equal problems (the search's :func:`group_problems`) counts for all.
     flows : dict
         Cache of exact flow matrices by ``(s, t)`` (:func:`~gddim_numerics.surrogate.flow_matrix`).
     """
@@ -50,6 +53,7 @@ class ModalProblems:
     cov: np.ndarray
     exact: bool
     event_shape: tuple
+    weights: np.ndarray | None = None
     flows: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -127,3 +131,50 @@ def blocks(problems: ModalProblems, diffusion, table: np.ndarray) -> np.ndarray:
     if diffusion.n_modes == 1:
         return table
     return np.take(table, problems.mode, axis=-3)
+
+
+def group_problems(problems: ModalProblems, diffusion, tol: float) -> ModalProblems:
+    r"""Nearly equal problems of one diffusion mode merged into weighted representatives.
+
+    Problems are taken in order of mode and excess trace; a group grows while the next problem's excess
+    covariance :math:`E_i = S_i - \Sigma_{0}` is within ``tol`` of the group's first,
+    :math:`\|E_i - E_1\|_F \le \mathrm{tol}\,\|E_1\|_F`, and (``n > 1``) its mean points the same way,
+    :math:`\|\hat\mu_i\hat\mu_i^\top - \hat\mu_1\hat\mu_1^\top\|_F \le \mathrm{tol}`. A group of ``g`` problems
+    becomes one of weight ``g`` with the average covariance :math:`\bar S` and a mean of the group's second
+    moment, :math:`\bar\mu = \sqrt{\operatorname{tr}M}\,v` (``v`` the top eigenvector of
+    :math:`M = \tfrac1g\sum\mu_i\mu_i^\top`). For any affine sampler the summed error terms of the group,
+    :math:`\sum_i \operatorname{tr}(A E_i A^\top)` and :math:`\sum_i\|J\mu_i\|^2`, are then exactly
+    :math:`g\operatorname{tr}(A\bar EA^\top)` and :math:`g\|J\bar\mu\|^2` (means exactly parallel); the only
+    approximation is that every member runs with the exact network of :math:`\bar S`, an error of order ``tol``.
+    """
+    count = problems.cov.shape[0]
+    if problems.mode is None or count < 2 or problems.weights is not None:
+        return problems
+    excess = problems.cov - blocks(problems, diffusion, diffusion.initial_covariance)
+    norms = np.linalg.norm(excess, axis=(-2, -1))
+    mean_norm = np.linalg.norm(problems.mean, axis=-1)
+    unit = problems.mean / np.where(mean_norm > 0, mean_norm, 1.0)[:, None]
+    order = np.lexsort((np.trace(excess, axis1=-2, axis2=-1), problems.mode))
+    groups, current = [], [order[0]]
+    for i in order[1:]:
+        first = current[0]
+        close = (problems.mode[i] == problems.mode[first]
+                 and np.linalg.norm(excess[i] - excess[first]) <= tol * norms[first]
+                 and (problems.size == 1
+                      or np.linalg.norm(np.outer(unit[i], unit[i]) - np.outer(unit[first], unit[first])) <= tol))
+        if close:
+            current.append(i)
+        else:
+            groups.append(current)
+            current = [i]
+    groups.append(current)
+    if len(groups) == count:
+        return problems
+    means, covs = [], []
+    for g in groups:
+        moment = np.einsum("ga,gb->ab", problems.mean[g], problems.mean[g]) / len(g)
+        lam, vecs = np.linalg.eigh(moment)
+        means.append(np.sqrt(max(float(np.trace(moment)), 0.0)) * vecs[:, -1])
+        covs.append(problems.cov[g].mean(axis=0))
+    return ModalProblems(np.array([problems.mode[g[0]] for g in groups]), np.array(means), np.array(covs),
+                         problems.exact, problems.event_shape, np.array([float(len(g)) for g in groups]))

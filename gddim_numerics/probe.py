@@ -79,12 +79,13 @@ class ProbeSet:
     """Switching probes of one modal problem on ``[t_start, t_end]``, one per ``(weight, scale)`` of ``specs``.
 
     The problem is ``problems``'s number ``problem``, by default the one with the largest excess trace.
-    The diffusion's blocks at a time are computed once for all probes and all plans (:meth:`at`); the
-    reference end points of all probes come from one DOP853 solve.
+    The diffusion's blocks at a time are computed once for all probes and all plans (:meth:`at`; ``shared``: a
+    dict of the diffusion's tables by time that several sets of one diffusion share); the reference end points of
+    all probes come from one DOP853 solve.
     """
 
     def __init__(self, diffusion, problems: ModalProblems, t_start: float, t_end: float, specs,
-                 problem: int | None = None):
+                 problem: int | None = None, shared: dict | None = None):
         s0 = blocks(problems, diffusion, diffusion.initial_covariance)
         excess = problems.cov - s0
         p = int(np.argmax(np.trace(excess, axis1=-2, axis2=-1))) if problem is None else int(problem)
@@ -92,6 +93,7 @@ class ProbeSet:
         self.problem = replace(problems, mode=mode, mean=problems.mean[[p]], cov=problems.cov[[p]], flows={})
         self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)
         self._cache: dict = {}
+        self._shared = {} if shared is None else shared
         lam, vecs = np.linalg.eigh(excess[p])
         lam, v = max(float(lam[-1]), 0.0), vecs[:, -1]
         rng = np.random.default_rng(0)
@@ -121,12 +123,13 @@ class ProbeSet:
         for name in names:
             key = (float(t), name)
             if key not in self._cache:
-                tt = np.array([float(t)])
-                table = {"drift": self.diffusion.drift, "diffusion": self.diffusion.diffusion,
-                         "psi": self.diffusion.mean_coefficient, "sigma": self.diffusion.covariance,
-                         "eps_R": lambda x: factor(self.diffusion, x, "R"),
-                         "eps_L": lambda x: factor(self.diffusion, x, "L")}[name](tt)
-                self._cache[key] = blocks(self.problem, self.diffusion, table)[0, 0]
+                if key not in self._shared:
+                    tt = np.array([float(t)])
+                    self._shared[key] = {"drift": self.diffusion.drift, "diffusion": self.diffusion.diffusion,
+                                         "psi": self.diffusion.mean_coefficient, "sigma": self.diffusion.covariance,
+                                         "eps_R": lambda x: factor(self.diffusion, x, "R"),
+                                         "eps_L": lambda x: factor(self.diffusion, x, "L")}[name](tt)
+                self._cache[key] = blocks(self.problem, self.diffusion, self._shared[key])[0, 0]
             out.append(self._cache[key])
         return out
 
@@ -179,7 +182,9 @@ class ProbeSet:
 
         y0 = np.stack([pr.start for pr in self.probes]).ravel()
         sol = solve_ivp(rhs, (self.t_start, self.t_end), y0, method="DOP853", rtol=PROBE_TOL[0], atol=PROBE_TOL[1])
-        self._cache = {k: v for k, v in self._cache.items() if k[1] not in ("drift", "diffusion")}
+        for cache in (self._cache, self._shared):  # the solver's own times are not needed again
+            for key in [k for k in cache if k[1] in ("drift", "diffusion")]:
+                del cache[key]
         if not sol.success:
             raise RuntimeError(f"probe reference solve failed: {sol.message}")
         return list(sol.y[:, -1].reshape(shape))

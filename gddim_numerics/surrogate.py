@@ -276,8 +276,9 @@ def stack_problems(sets) -> ModalProblems:
     if len(sets) == 1:
         return first
     mode = None if first.mode is None else np.concatenate([p.mode for p in sets])
+    weights = None if first.weights is None else np.concatenate([p.weights for p in sets])
     return replace(first, mode=mode, mean=np.concatenate([p.mean for p in sets]),
-                   cov=np.concatenate([p.cov for p in sets]), flows={})
+                   cov=np.concatenate([p.cov for p in sets]), weights=weights, flows={})
 
 
 def _relative_error(diffusion, problems: ModalProblems, tables: StepTables, x, noise_cov, measure: str,
@@ -292,12 +293,20 @@ def _relative_error(diffusion, problems: ModalProblems, tables: StepTables, x, n
     mean_err = (jac @ problems.mean[..., None])[..., 0]
     phi = flow_matrix(diffusion, problems, s, t)
 
-    def quad(a, c_mat):
-        return np.sum(np.trace(a @ c_mat @ batched_transpose(a), axis1=-2, axis2=-1))
+    weights = problems.weights  # problems standing for several data problems count that many times
 
-    norm2 = quad(phi, cov[0]) + np.sum(mean[1] ** 2)
+    def total(per_problem):
+        return np.sum(per_problem) if weights is None else np.sum(weights * per_problem)
+
+    def quad(a, c_mat):
+        return total(np.trace(a @ c_mat @ batched_transpose(a), axis1=-2, axis2=-1))
+
+    def squares(v):
+        return np.sum(v ** 2) if weights is None else total(np.sum(v ** 2, axis=-1))
+
+    norm2 = quad(phi, cov[0]) + squares(mean[1])
     if measure == "pathwise":
-        err2 = quad(gain - phi, cov[0]) + np.sum(mean_err ** 2)
+        err2 = quad(gain - phi, cov[0]) + squares(mean_err)
         if c < 1:
             spread = (1 - c) / c * (problems.cov - blocks(problems, diffusion, diffusion.initial_covariance))
             err2 += quad(jac, spread)
@@ -306,5 +315,5 @@ def _relative_error(diffusion, problems: ModalProblems, tables: StepTables, x, n
         out_cov = gain @ cov[0] @ batched_transpose(gain) + noise_cov
         root = _psd_sqrt(cov[1])
         cross = _psd_sqrt(root @ out_cov @ root)
-        err2 = np.sum(mean_err ** 2) + np.sum(np.trace(out_cov + cov[1] - 2 * cross, axis1=-2, axis2=-1))
+        err2 = squares(mean_err) + total(np.trace(out_cov + cov[1] - 2 * cross, axis1=-2, axis2=-1))
     return float(np.sqrt(max(err2, 0.0) / norm2))

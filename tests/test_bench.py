@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gddim_numerics as gd
+from gddim_numerics import auto
 from gddim_numerics.validation import bench, peers
 from gddim_numerics.validation.cli import main
 
@@ -45,6 +46,13 @@ def test_quick_bench_writes_json_with_every_section(quick_bench):
     assert all(r["ratio"] > 0 for r in overhead["results"])
     load = overhead["load"]
     assert load["limit"] == 1 + 0.25 * load["cpu_count"] and len(load["before"]) == 3
+    auto_section = results["sections"]["auto"]
+    assert auto_section["status"] == "ok" and auto_section["image_size"] == 8
+    assert {r["diffusion"] for r in auto_section["results"]} == {"vp", "cld", "bdm8"}
+    schemes = [s.options() for s in auto.FAMILY]
+    for r in auto_section["results"]:  # the grid search scores the whole family first, then refines
+        assert r["full_s"] > 0 and r["pick_s"] > 0 and r["paper_plan_s"] > 0
+        assert r["scheme"] in schemes and r["evaluations"] >= len(auto.FAMILY)
     assert load["loaded"] == (max(load["before"][0], load["after"][0]) > load["limit"])
 
 

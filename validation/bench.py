@@ -27,6 +27,9 @@ Sections (``--sections``, all by default)
 ``peers``
     :mod:`.peers`: relative error per NFE of gDDIM next to diffusers' DDIM, DPM-Solver++ (2M, 3M),
     UniPC (2, 3) and DEIS (2, 3) with their best options, and gDDIM ÷ best peer.
+``auto``
+    :mod:`.bench_auto`: the cold cost of choosing a ``gddim_auto`` plan (grid optimised, and the family
+    pick alone) for VP, CLD and BDM 32×32 at NFE 10 and 50, against the cold build of the paper's plan.
 
 A backend or peer that is not installed is reported as skipped with the reason. The output is a
 set of Markdown tables on stdout and, with ``--out DIR``, ``bench.json`` and ``bench.md``.
@@ -60,11 +63,11 @@ from gddim_numerics.diffusion import (LinearDiffusion, MatrixDiffusion, ScalarMo
 from gddim_numerics.plans import GDDIM, deterministic_tables, psd_factor
 from gddim_numerics.quadrature import panel_nodes
 
-from . import files, peers, report
+from . import bench_auto, files, peers, report
 
 PROG = "gddim-numerics"
 USAGE_ERROR = 2
-SECTIONS = ("plan", "overhead", "peers")
+SECTIONS = ("plan", "overhead", "peers", "auto")
 
 #: diffusions of the plan section (``--quick``: BDM on 8×8 images)
 PLAN_DIFFUSIONS: dict[str, Callable[[], LinearDiffusion]] = {
@@ -415,7 +418,7 @@ def _peer_section(config: BenchConfig, progress: Callable[[str], None]) -> dict:
 
 
 RUNNERS: dict[str, Callable[[BenchConfig, Callable[[str], None]], dict]] = {
-    "plan": plan_cost, "overhead": step_overhead, "peers": _peer_section}
+    "plan": plan_cost, "overhead": step_overhead, "peers": _peer_section, "auto": bench_auto.auto_cost}
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
@@ -561,7 +564,8 @@ def render_tables(results: dict) -> str:
     """The bench as Markdown: machine, then each section's tables (or why it was skipped)."""
     lines = ["## gddim-numerics bench", "", *(f"- {k}: {v}" for k, v in results["machine"].items()), ""]
     renderers = {"plan": (plan_table,), "overhead": (overhead_table,),
-                 "peers": (peer_error_table, ratio_table, scheme_table, options_table)}
+                 "peers": (peer_error_table, ratio_table, scheme_table, options_table),
+                 "auto": (bench_auto.auto_table,)}
     for name, section in results["sections"].items():
         if section["status"] != "ok":
             lines += [f"### {name}: {section['status']}", "", section["reason"], ""]
