@@ -193,5 +193,7 @@ def perturbation_gain(tables, jacobian: np.ndarray) -> float:
     for i in range(n - 1, -1, -1):
         step, _ = step_map(tables, i, width, jacobian[i])
         x = x @ step
-        gain = max(gain, float(np.max(np.linalg.norm(x[:, :k, :k], ord=2, axis=(1, 2)))))
+        block = x[:, :k, :k]
+        norms = np.abs(block[:, 0, 0]) if k == 1 else np.linalg.norm(block, ord=2, axis=(1, 2))  # k = 1: no SVD
+        gain = max(gain, float(np.max(norms)))
     return gain

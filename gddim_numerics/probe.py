@@ -94,6 +94,7 @@ class ProbeSet:
         self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)
         self._cache: dict = {}
         self._shared = {} if shared is None else shared
+        self._own = None
         lam, vecs = np.linalg.eigh(excess[p])
         lam, v = max(float(lam[-1]), 0.0), vecs[:, -1]
         rng = np.random.default_rng(0)
@@ -115,6 +116,7 @@ class ProbeSet:
             start = (means[comp] @ psi_s.T + z @ np.linalg.cholesky(cov).T).T
             self.probes.append(Probe(e_c, means, np.array([weight, 1 - weight]), start))
         self.probes = [replace(pr, end=end) for pr, end in zip(self.probes, self._reference())]
+        self._own = None  # the stacked arrays belong to a list object; the new one builds its own
 
     def at(self, t: float, *names: str):
         r"""Blocks of the probed problem at time ``t``: ``drift``, ``diffusion`` (:math:`GG^\top`), ``psi``
@@ -140,16 +142,25 @@ class ProbeSet:
     def _scores(self, probes, t: float, u: np.ndarray) -> np.ndarray:
         """Exact scores of every probe of ``probes`` at time ``t``, states ``u (S, n, B)`` (row ``s``: probe ``s``)."""
         psi, sig = self.at(t, "psi", "sigma")
-        means = np.stack([pr.means for pr in probes])  # (S, 2, n)
-        excess = np.stack([pr.excess for pr in probes])
-        log_w = np.log(np.stack([pr.weights for pr in probes]))
+        means, excess, log_w = self._stacked(probes)
         m = means @ psi.T  # (S, 2, n)
         c_inv = np.linalg.inv(psi @ excess @ psi.T + sig)
         diff = u[:, None, :, :] - m[:, :, :, None]  # (S, 2, n, B)
-        logits = log_w[:, :, None] - 0.5 * np.einsum("sjab,sac,sjcb->sjb", diff, c_inv, diff)
+        logits = log_w[:, :, None] - 0.5 * np.sum(diff * (c_inv[:, None] @ diff), axis=2)  # (S, 2, B)
         r = np.exp(logits - logits.max(axis=1, keepdims=True))
         r /= r.sum(axis=1, keepdims=True)
         return -c_inv @ (u - np.einsum("sjn,sjb->snb", m, r))
+
+    def _stacked(self, probes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Component means ``(S, 2, n)``, excess covariances ``(S, n, n)`` and log weights ``(S, 2)`` of ``probes``
+        (kept for this set's own probes, which every plan's run asks for at every step)."""
+        if probes is self.probes and self._own is not None:
+            return self._own
+        out = (np.stack([pr.means for pr in probes]), np.stack([pr.excess for pr in probes]),
+               np.log(np.stack([pr.weights for pr in probes])))
+        if probes is self.probes:
+            self._own = out
+        return out
 
     def output(self, probe: Probe, t: float, u: np.ndarray, output: str) -> np.ndarray:
         """The exact network output of type ``output`` on ``probe`` (module docstring)."""
