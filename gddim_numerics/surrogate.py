@@ -257,11 +257,17 @@ def ensemble_errors(tables: StepTables, statistics: DataStatistics, scales, prob
     The members' problems (:func:`component_problems`) are stacked and the tables run once over all of them;
     each member's error is then formed from its own rows, exactly as :func:`surrogate_error` forms it.
     """
+    if not isinstance(tables, StepTables):
+        raise TypeError(f"tables must be StepTables (a plan's .tables); got {type(tables).__name__}")
+    if not isinstance(statistics, DataStatistics):
+        raise TypeError(f"statistics must be a DataStatistics; got {type(statistics).__name__}")
     if tables.stochastic:
         raise ValueError("ensemble_errors compares with the deterministic flow; pass a lam = 0 plan")
+    scales = [float(c) for c in np.atleast_1d(np.asarray(scales, dtype=np.float64))]
+    if not scales or not all(0 < c <= 1 for c in scales):
+        raise ValueError(f"scales must be component scales in (0, 1]; got {scales!r}")
     diffusion = statistics.diffusion
     problems = modal_problems(statistics) if problems is None else problems
-    scales = [float(c) for c in scales]
     sets = [problems if c == 1.0 else component_problems(problems, diffusion, c) for c in scales]
     joined = stack_problems(sets)
     x, _ = propagate(diffusion, joined, tables)

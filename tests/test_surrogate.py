@@ -243,3 +243,21 @@ def test_grouped_problems_of_nearly_equal_variances_stay_close():
                                ensemble_errors(plan.tables, stats, scales, problems=problems), rtol=1e-4)
     spread = DataStatistics(sde, (64,), np.zeros(64), np.geomspace(0.1, 10.0, 64))  # 7.6% apart
     assert group_problems(modal_problems(spread), sde, 1e-2).cov.shape[0] == 64
+
+
+def test_ensemble_errors_bad_input():
+    """Scales outside (0, 1], a stochastic plan or wrong argument types: errors naming the argument."""
+    from gddim_numerics.surrogate import ensemble_errors
+
+    sde = gd.VPSDE.linear()
+    stats = DataStatistics(sde, (2,), np.zeros(2), np.ones(2))
+    plan = gd.GDDIM(sde, gd.time_grid(sde, 5, "power", power=2), order=2)
+    for bad in ([0.0], [1.5, 0.1], [], [np.nan]):
+        with pytest.raises(ValueError, match="scales"):
+            ensemble_errors(plan.tables, stats, bad)
+    with pytest.raises(ValueError, match="deterministic"):
+        ensemble_errors(gd.GDDIM(sde, gd.time_grid(sde, 5), lam=1.0).tables, stats, [1.0])
+    with pytest.raises(TypeError, match="tables"):
+        ensemble_errors(plan, stats, [1.0])
+    with pytest.raises(TypeError, match="statistics"):
+        ensemble_errors(plan.tables, None, [1.0])
