@@ -173,7 +173,7 @@ def group_problems(problems: ModalProblems, diffusion, tol: float) -> ModalProbl
     means, covs = [], []
     for g in groups:
         moment = np.einsum("ga,gb->ab", problems.mean[g], problems.mean[g]) / len(g)
-        lam, vecs = np.linalg.eigh(moment)
+        _, vecs = np.linalg.eigh(moment)
         means.append(np.sqrt(max(float(np.trace(moment)), 0.0)) * vecs[:, -1])
         covs.append(problems.cov[g].mean(axis=0))
     return ModalProblems(np.array([problems.mode[g[0]] for g in groups]), np.array(means), np.array(covs),
