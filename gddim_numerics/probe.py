@@ -75,6 +75,12 @@ class Probe:
     end: np.ndarray | None = None
 
 
+def _stack(probes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Component means ``(S, 2, n)``, excess covariances ``(S, n, n)`` and log weights ``(S, 2)`` of ``probes``."""
+    return (np.stack([pr.means for pr in probes]), np.stack([pr.excess for pr in probes]),
+            np.log(np.stack([pr.weights for pr in probes])))
+
+
 class ProbeSet:
     """Switching probes of one modal problem on ``[t_start, t_end]``, one per ``(weight, scale)`` of ``specs``.
 
@@ -94,7 +100,6 @@ class ProbeSet:
         self.diffusion, self.t_start, self.t_end = diffusion, float(t_start), float(t_end)
         self._cache: dict = {}
         self._shared = {} if shared is None else shared
-        self._own = None
         lam, vecs = np.linalg.eigh(excess[p])
         lam, v = max(float(lam[-1]), 0.0), vecs[:, -1]
         rng = np.random.default_rng(0)
@@ -115,8 +120,8 @@ class ProbeSet:
             cov = psi_s @ e_c @ psi_s.T + sig_s
             start = (means[comp] @ psi_s.T + z @ np.linalg.cholesky(cov).T).T
             self.probes.append(Probe(e_c, means, np.array([weight, 1 - weight]), start))
+        self._stack = _stack(self.probes)  # every plan's run asks for all probes at every step
         self.probes = [replace(pr, end=end) for pr, end in zip(self.probes, self._reference())]
-        self._own = None  # the stacked arrays belong to a list object; the new one builds its own
 
     def at(self, t: float, *names: str):
         r"""Blocks of the probed problem at time ``t``: ``drift``, ``diffusion`` (:math:`GG^\top`), ``psi``
@@ -137,12 +142,13 @@ class ProbeSet:
 
     def score(self, probe: Probe, t: float, u: np.ndarray) -> np.ndarray:
         """Exact score of ``probe``'s marginal at time ``t`` for states ``u (n, B)``."""
-        return self._scores([probe], t, u[None])[0]
+        return self._scores(_stack([probe]), t, u[None])[0]
 
-    def _scores(self, probes, t: float, u: np.ndarray) -> np.ndarray:
-        """Exact scores of every probe of ``probes`` at time ``t``, states ``u (S, n, B)`` (row ``s``: probe ``s``)."""
+    def _scores(self, stack, t: float, u: np.ndarray) -> np.ndarray:
+        """Exact scores at time ``t`` of the probes of ``stack`` (:func:`_stack`), states ``u (S, n, B)`` (row ``s``:
+        probe ``s``)."""
         psi, sig = self.at(t, "psi", "sigma")
-        means, excess, log_w = self._stacked(probes)
+        means, excess, log_w = stack
         m = means @ psi.T  # (S, 2, n)
         c_inv = np.linalg.inv(psi @ excess @ psi.T + sig)
         diff = u[:, None, :, :] - m[:, :, :, None]  # (S, 2, n, B)
@@ -151,24 +157,13 @@ class ProbeSet:
         r /= r.sum(axis=1, keepdims=True)
         return -c_inv @ (u - np.einsum("sjn,sjb->snb", m, r))
 
-    def _stacked(self, probes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Component means ``(S, 2, n)``, excess covariances ``(S, n, n)`` and log weights ``(S, 2)`` of ``probes``
-        (kept for this set's own probes, which every plan's run asks for at every step)."""
-        if probes is self.probes and self._own is not None:
-            return self._own
-        out = (np.stack([pr.means for pr in probes]), np.stack([pr.excess for pr in probes]),
-               np.log(np.stack([pr.weights for pr in probes])))
-        if probes is self.probes:
-            self._own = out
-        return out
-
     def output(self, probe: Probe, t: float, u: np.ndarray, output: str) -> np.ndarray:
         """The exact network output of type ``output`` on ``probe`` (module docstring)."""
-        return self._outputs([probe], t, u[None], output)[0]
+        return self._outputs(_stack([probe]), t, u[None], output)[0]
 
-    def _outputs(self, probes, t: float, u: np.ndarray, output: str) -> np.ndarray:
-        """:meth:`output` of every probe of ``probes`` for states ``u (S, n, B)``."""
-        score = self._scores(probes, t, u)
+    def _outputs(self, stack, t: float, u: np.ndarray, output: str) -> np.ndarray:
+        """:meth:`output` of every probe of ``stack`` (:func:`_stack`) for states ``u (S, n, B)``."""
+        score = self._scores(stack, t, u)
         if output == "score":
             return score
         if output in ("eps_R", "eps_L"):
@@ -189,7 +184,7 @@ class ProbeSet:
         def rhs(tau, y):
             f, gg = self.at(tau, "drift", "diffusion")
             u = y.reshape(shape)
-            return (f @ u - 0.5 * gg @ self._scores(self.probes, tau, u)).ravel()
+            return (f @ u - 0.5 * gg @ self._scores(self._stack, tau, u)).ravel()
 
         y0 = np.stack([pr.start for pr in self.probes]).ravel()
         sol = solve_ivp(rhs, (self.t_start, self.t_end), y0, method="DOP853", rtol=PROBE_TOL[0], atol=PROBE_TOL[1])
@@ -239,7 +234,7 @@ class ProbeSet:
 
         def network(k, u):
             states = u[0].reshape(n, count, points).transpose(1, 0, 2)
-            out = self._outputs(self.probes, float(ts[k]), states, output)
+            out = self._outputs(self._stack, float(ts[k]), states, output)
             return out.transpose(1, 0, 2).reshape(1, n, count * points)
 
         out, _ = run_tables(self.diffusion, self.problem, tables,

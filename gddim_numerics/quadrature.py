@@ -182,8 +182,7 @@ def exponential_weights(
 
 def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, breakpoints, value_shape):
     """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement; the kernel's values
-    have shape ``value_shape`` ``(M, k, k)``."""
-    value_shape = tuple(value_shape)
+    have shape ``value_shape`` ``(M, k, k)``, a tuple."""
     tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine,
                          breakpoints=breakpoints)
     out = np.empty((len(steps), q) + value_shape)

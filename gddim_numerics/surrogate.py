@@ -92,7 +92,7 @@ def prefetch_flows(diffusion, problems: ModalProblems, scales, s: float, t: floa
     diffusion's coefficients, so one solve costs about as much as one member's)."""
     if problems.size == 1:  # scalar flows are closed forms: nothing to solve
         return
-    sets = [problems if float(c) == 1.0 else component_problems(problems, diffusion, c) for c in scales]
+    sets = member_problems(problems, diffusion, scales)
     key = (id(diffusion), s, t)
     todo = list({id(p): p for p in sets if key not in p.flows}.values())
     if len(todo) < 2:  # nothing to share
@@ -204,6 +204,12 @@ def component_problems(problems: ModalProblems, diffusion, c: float) -> ModalPro
     return problems.flows[key]
 
 
+def member_problems(problems: ModalProblems, diffusion, scales) -> list[ModalProblems]:
+    """The problems of every ``component_scale`` of ``scales``: ``problems`` itself for 1, else
+    :func:`component_problems`."""
+    return [problems if float(c) == 1.0 else component_problems(problems, diffusion, c) for c in scales]
+
+
 def surrogate_error(plan, statistics: DataStatistics, measure: str | None = None,
                     problems: ModalProblems | None = None, component_scale: float = 1.0) -> float:
     r"""Relative error of ``plan`` (a ``GDDIM`` plan or its ``StepTables``) on Gaussian data (module docstring).
@@ -268,7 +274,7 @@ def ensemble_errors(tables: StepTables, statistics: DataStatistics, scales, prob
         raise ValueError(f"scales must be component scales in (0, 1]; got {scales!r}")
     diffusion = statistics.diffusion
     problems = modal_problems(statistics) if problems is None else problems
-    sets = [problems if c == 1.0 else component_problems(problems, diffusion, c) for c in scales]
+    sets = member_problems(problems, diffusion, scales)
     joined = stack_problems(sets)
     x, _ = propagate(diffusion, joined, tables)
     rows = np.cumsum([0] + [p.cov.shape[0] for p in sets])

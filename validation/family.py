@@ -37,8 +37,8 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 results do not depend on the order of execution.
 
 Cost: ``gddim_auto``'s plan search dominates (one search per problem and NFE; the references take
-seconds). All 204 problems × ``paper_q3`` and ``auto`` × 4 NFE took 47 minutes with ``--workers 2`` on an
-idle 2-core machine with 9 schemes in ``gddim_auto``'s family, 76 minutes with 13 and other runs beside it.
+seconds). All 204 problems × ``paper_q3`` and ``auto`` × 4 NFE took 49 minutes with ``--workers 2`` on an
+idle 2-core machine (13 schemes in ``gddim_auto``'s family).
 """
 
 from __future__ import annotations
