@@ -29,10 +29,16 @@ def factor_by_linear_ode(drift, diffusion, t0, sigma0, ts):
         f, gg = drift(t), diffusion(t)
         return np.concatenate([(f @ s + s @ f.T + gg).ravel(), ((f + 0.5 * gg @ np.linalg.inv(s)) @ r).ravel()])
 
-    y0 = np.concatenate([sigma0.ravel(), np.linalg.cholesky(sigma0).ravel()])
-    sol = solve_ivp(rhs, (t0, max(ts)), y0, method="DOP853", rtol=1e-13, atol=1e-16, dense_output=True)
-    assert sol.success
-    y = sol.sol(ts).T
+    ts = np.asarray(ts, dtype=np.float64)
+    assert np.all(ts >= t0), "the reference runs forwards from t0"
+    y = np.empty((ts.size, 2 * k * k))
+    state, start = np.concatenate([sigma0.ravel(), np.linalg.cholesky(sigma0).ravel()]), t0
+    y[ts == t0] = state
+    for stop in np.unique(ts[ts > t0]):  # each solve ends at a requested time: no dense-output interpolation
+        sol = solve_ivp(rhs, (start, stop), state, method="DOP853", rtol=1e-13, atol=1e-16)
+        assert sol.success
+        state, start = sol.y[:, -1], stop
+        y[ts == stop] = state
     return y[:, : k * k].reshape(-1, k, k), y[:, k * k:].reshape(-1, k, k)
 
 

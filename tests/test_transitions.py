@@ -56,7 +56,9 @@ def rel_err(a, b):
 def ode_values(rhs, t0, y0, ts, atol, breaks=()):
     """Solution of ``y' = rhs(t, y)``, ``y(t0) = y0`` at every time of ``ts`` (either side of ``t0``), DOP853.
 
-    The solve restarts at every time of ``breaks``, where the right-hand side may have a kink.
+    Every solve ends at a requested time or at a time of ``breaks`` (where the right-hand side may have a kink)
+    and restarts there: DOP853's dense-output interpolant between its own steps is less accurate than its steps
+    (measured 6e-10 on a random stable 2x2 A that took 4 steps over [0, 1], against 3e-16 at the step ends).
     """
     ts, breaks = np.asarray(ts, dtype=np.float64), np.asarray(breaks, dtype=np.float64)
     out = np.empty((ts.size, y0.size))
@@ -64,16 +66,15 @@ def ode_values(rhs, t0, y0, ts, atol, breaks=()):
     for side, end in ((ts > t0, np.max(ts)), (ts < t0, np.min(ts))):
         if not np.any(side):
             continue
-        inner = np.sort(breaks[(breaks - t0) * (end - breaks) > 0])
-        nodes = np.concatenate([[t0], inner if end > t0 else inner[::-1], [end]])
+        inner = breaks[(breaks - t0) * (end - breaks) > 0]
+        stops = np.unique(np.concatenate([inner, ts[side]]))
+        nodes = np.concatenate([[t0], stops if end > t0 else stops[::-1]])
         y = y0.ravel()
         for a, b in zip(nodes[:-1], nodes[1:]):
-            sol = solve_ivp(rhs, (a, b), y, method="DOP853", rtol=1e-13, atol=atol, dense_output=True)
+            sol = solve_ivp(rhs, (a, b), y, method="DOP853", rtol=1e-13, atol=atol)
             assert sol.success
-            seg = side & ((ts - a) * (b - ts) >= 0)
-            if np.any(seg):
-                out[seg] = sol.sol(ts[seg]).T
             y = sol.y[:, -1]
+            out[ts == b] = y
     return out.reshape(ts.shape + y0.shape)
 
 
@@ -265,7 +266,7 @@ def test_random_stable_transition_matches_ode(sde):
     r"""For random stable A and :math:`\beta(t)`, :math:`\Psi(t,s)` by expm equals the ODE solution (forwards and backwards)."""
     ts = np.linspace(0.0, 1.0, 11)
     for s in (0.0, 1.0):
-        assert rel_err(sde.transition(ts, s), psi_by_ode(sde, s, ts)) <= 1e-10  # measured 2.8e-12
+        assert rel_err(sde.transition(ts, s), psi_by_ode(sde, s, ts)) <= 1e-10  # measured 6.8e-14 over 300 examples
 
 
 @given(stable_constant_coefficient_sdes())
