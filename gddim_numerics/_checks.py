@@ -22,6 +22,12 @@ def as_times(t, name: str = "t") -> np.ndarray:
 
 def times_in_range(t, lower: float, upper: float, name: str = "t") -> np.ndarray:
     """Return ``t`` as float64 after checking ``lower <= t <= upper``."""
+    arr = np.asarray(t)
+    if arr.dtype.kind in "iuf" and arr.size:  # fast path: NaN fails every comparison, so this implies finite
+        arr = arr.astype(np.float64)
+        low, high = float(arr.min()), float(arr.max())
+        if lower <= low and high <= upper and -np.inf < low and high < np.inf:
+            return arr
     arr = as_times(t, name)
     if ((arr >= lower) & (arr <= upper)).all():
         return arr

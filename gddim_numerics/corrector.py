@@ -190,9 +190,9 @@ def perturbation_gain(tables, jacobian: np.ndarray) -> float:
     dim = width * k
     x = np.broadcast_to(np.eye(dim), (m, dim, dim)).copy()  # T_{N <- i}, rows: stacked state at the end
     gain = 1.0
+    steps, _ = step_map(tables, np.arange(n), width, jacobian[:n])  # every step's map at once
     for i in range(n - 1, -1, -1):
-        step, _ = step_map(tables, i, width, jacobian[i])
-        x = x @ step
+        x = x @ steps[i]
         block = x[:, :k, :k]
         norms = np.abs(block[:, 0, 0]) if k == 1 else np.linalg.norm(block, ord=2, axis=(1, 2))  # k = 1: no SVD
         gain = max(gain, float(np.max(norms)))

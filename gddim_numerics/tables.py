@@ -194,7 +194,7 @@ def concatenate(first: StepTables, last: StepTables) -> StepTables:
     )
 
 
-def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
+def step_map(tables: StepTables, k, width: int, h_gain, block=None):
     r"""Step ``k`` as a linear map on the stacked vector :math:`[u_k; h_{k-1}; \dots; h_{k-width+1}]`.
 
     With the newest history value :math:`h_k = G u_k + o` (``h_gain`` = ``G``), step ``k`` (its
@@ -203,6 +203,9 @@ def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
 
     Parameters
     ----------
+    k : int or 1-D int array
+        The step, or several steps at once (then every result gains a leading axis of ``len(k)`` and
+        ``h_gain`` holds one ``G`` per step).
     width : int
         Stack length, at least :attr:`StepTables.memory`.
     h_gain : array
@@ -218,6 +221,7 @@ def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
         of the offset ``o`` in :math:`u_{k+1}` and in the stored :math:`h_k`.
     """
     block = (lambda a: a) if block is None else block
+    k = np.asarray(k)
     probe = block(tables.state[k])
     n = probe.shape[-1]
     eye = np.broadcast_to(np.eye(n), probe.shape)
@@ -227,25 +231,32 @@ def step_map(tables: StepTables, k: int, width: int, h_gain, block=None):
         out[..., i * n:(i + 1) * n] = eye
         return out
 
+    def used(table, i, counts):
+        """Entry ``i`` of a per-step list of blocks, zero for the steps that use fewer than ``i + 1`` entries
+        (one step: the loops below only ask for the entries it uses)."""
+        entry = block(table[k, i])
+        return entry if k.ndim == 0 else entry * (i < counts).reshape(k.shape + (1,) * (entry.ndim - k.ndim))
+
     u = sel(0)
     h = h_gain @ u
     c_h = eye
     u_c, c_uc = u, np.zeros(probe.shape)
-    count = 0 if tables.correction is None else int(tables.correction_orders[k])
-    if count:
-        gam0 = block(tables.correction[k, 0])
+    counts = np.zeros(k.shape, dtype=int) if tables.correction is None else tables.correction_orders[k]
+    if np.any(counts):
+        gam0 = used(tables.correction, 0, counts)
         delta = gam0 @ h
-        for i in range(1, count):
-            delta = delta + block(tables.correction[k, i]) @ sel(i)
+        for i in range(1, int(np.max(counts))):
+            delta = delta + used(tables.correction, i, counts) @ sel(i)
         u_c, c_uc = u + delta, gam0
         if tables.reanchor is not None:
             rho = block(tables.reanchor[k])
             h = h + rho @ delta
             c_h = c_h + rho @ gam0
+    orders = tables.orders[k]
     a, b0 = probe, block(tables.history[k, 0])
     u_next = a @ u_c + b0 @ h
-    for j in range(1, int(tables.orders[k])):
-        u_next = u_next + block(tables.history[k, j]) @ sel(j)
+    for j in range(1, int(np.max(orders))):
+        u_next = u_next + used(tables.history, j, orders) @ sel(j)
     rows = [u_next] + ([h] + [sel(i) for i in range(1, width - 1)] if width > 1 else [])
     return np.concatenate(rows, axis=-2), (a @ c_uc + b0 @ c_h, c_h)
 

@@ -21,7 +21,7 @@ from gddim_numerics.affine_law import output_law
 from gddim_numerics.backends import run_tables
 from gddim_numerics.corrector import correction_tables, corrector_orders, fold_corrector, perturbation_gain
 from gddim_numerics.plans import multistep_weights, step_orders
-from gddim_numerics.tables import StepTables
+from gddim_numerics.tables import StepTables, step_map
 from gaussian_helpers import GAUSSIAN_CASES, Gaussian, gaussian_case, lagrange, relative_error
 from test_data_form import VARIABLES, dirac_case, dirac_tolerance, variable_of
 
@@ -211,6 +211,24 @@ def test_eps_form_corrector_needs_the_reanchoring(name, nfe):
     jac = np.linalg.inv(sde.gddim_factor(ts[:-1]))
     assert perturbation_gain(bare, jac) > 1e3
     assert relative_error(run_tables(sde, bare, data.fast_eps, x).x, exact) > 1e-11
+
+
+@pytest.mark.parametrize("name", ["vp", "cld", "bdm"])
+@pytest.mark.parametrize("options", [dict(order=4), dict(order=3, corrector=True),
+                                     dict(order=3, corrector=True, variable="log_snr"),
+                                     dict(form="data", order=4, corrector=True)], ids=str)
+def test_step_maps_of_all_steps_at_once_equal_each_steps_map(name, options):
+    """``step_map`` over every step at once (what ``perturbation_gain`` uses) equals the map of each step
+    alone (what the affine output law uses, checked against sampling in test_surrogate), bit for bit,
+    including the steps that use fewer history or correction entries than the widest."""
+    sde = {"vp": gd.VPSDE.linear, "cld": gd.CLD, "bdm": lambda: gd.BDM((4, 4))}[name]()
+    ts = gd.time_grid(sde, 9, "power", power=2)
+    tab = gd.GDDIM(sde, ts, **options).tables
+    jac = np.linalg.inv(sde.gddim_factor(ts[:-1]))
+    maps, (c_u, c_h) = step_map(tab, np.arange(tab.n_steps), tab.memory, jac)
+    for k in range(tab.n_steps):
+        one, (one_u, one_h) = step_map(tab, k, tab.memory, jac[k])
+        assert np.array_equal(maps[k], one) and np.array_equal(c_u[k], one_u) and np.array_equal(c_h[k], one_h)
 
 
 def unanchored_tables(sde, ts, order, like, fold):
