@@ -23,6 +23,7 @@ from .diffusion import ScalarModesDiffusion
 from .modal import MAX_DENSE, group_problems, modal_problems
 from .plans import deterministic_tables, dirac_gain
 from .probe import ProbeSet
+from .quadrature import KernelValues
 from .statistics import DataStatistics
 from .surrogate import ensemble_errors, prefetch_flows
 
@@ -116,6 +117,9 @@ class Search:
         self.probed = self._probed_problems()
         self._probes: dict = {}
         self._tables: dict = {}
+        #: kernel values at quadrature nodes, shared by the candidates' table builds (steps recur across schemes,
+        #: predictor and corrector, and grids)
+        self._kernel_values = KernelValues()
         #: member errors of the paper's scheme on the base grid (the relative objective's reference)
         self.reference: np.ndarray | None = None
 
@@ -141,7 +145,8 @@ class Search:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self._tables[key] = deterministic_tables(self.search_diffusion, ts, **scheme.options())
+                    self._tables[key] = deterministic_tables(self.search_diffusion, ts, **scheme.options(),
+                                                             kernel_values=self._kernel_values)
             except (ValueError, np.linalg.LinAlgError):
                 self._tables[key] = None
         return self._tables[key]

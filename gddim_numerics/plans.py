@@ -38,7 +38,7 @@ from .corrector import corrector_fields, corrector_orders, perturbation_gain
 from .data_form import data_kernel, data_state, data_weight_sum
 from .diffusion import LinearDiffusion, batched_inverse, batched_transpose
 from .outputs import factor, to_data, to_noise
-from .quadrature import exponential_weights
+from .quadrature import KernelValues, exponential_weights
 from .stochastic import stochastic_coefficients
 from .tables import StepTables
 
@@ -162,7 +162,7 @@ def step_weight_sum(diffusion: LinearDiffusion, s, t, form: str = "eps", factor_
 
 def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps", factor_name: str = "R",
                       phi=None, lead: int = 0, n_nodes: int = 20, max_ratio: float = 1.5,
-                      exact_sum: bool = True) -> np.ndarray:
+                      exact_sum: bool = True, kernel_values: KernelValues | None = None) -> np.ndarray:
     """Weights ``(N, max(counts), M, k, k)`` of every step of ``ts`` with ``counts[k]`` Lagrange nodes.
 
     The nodes of step ``k`` are ``ts[k + lead], ts[k + lead - 1], ...`` (``lead=1``: corrector).
@@ -177,6 +177,9 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
     exact on Dirac data even where the next step's state coefficient is large (BDM's high
     frequencies, ε form from ``t_start``: ``|Psi| ~ 5e4`` times ``~1e3``), instead of amplifying a
     1e-14 quadrature residual to 1e-7.
+
+    ``kernel_values``: a :class:`~gddim_numerics.quadrature.KernelValues` store shared with other builds on
+    ``diffusion`` (the weights are the same bit for bit; only kernel evaluations are saved).
     """
     ts = np.asarray(ts, dtype=np.float64)
     counts = np.asarray(counts, dtype=int)
@@ -188,7 +191,9 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
         sub = np.where(single, 1, counts)
         weights = exponential_weights(step_kernel(diffusion, form, factor_name), ts, sub, variable=phi,
                                       n_nodes=n_nodes, max_ratio=max_ratio, lead=lead,
-                                      breakpoints=diffusion.breakpoints)
+                                      breakpoints=diffusion.breakpoints,
+                                      kernel_values=None if kernel_values is None else
+                                      (kernel_values, (id(diffusion), form, factor_name)))
         hist[~single, : weights.shape[1]] = weights[~single]
     if np.any(single):
         hist[single, 0] = closed[single]
@@ -200,13 +205,14 @@ def multistep_weights(diffusion: LinearDiffusion, ts, counts, form: str = "eps",
 def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_name: str = "R",
                          output: str = "eps_R", lower_order_final: bool = False,
                          variable="t", n_nodes: int = 20, max_ratio: float = 1.5,
-                         form: str = "eps", corrector: bool = False) -> StepTables:
+                         form: str = "eps", corrector: bool = False,
+                         kernel_values: KernelValues | None = None) -> StepTables:
     r"""Tables of deterministic (multistep) gDDIM on the grid ``ts``.
 
     ``form="eps"`` extrapolates :math:`\epsilon_K` (docs/math §3.3; history ``h = ε_K``),
     ``form="data"`` the data prediction (docs/math §3.8; history ``h = D``, ``K`` plays no role);
     ``corrector=True`` folds the evaluation-free PEC corrector of :mod:`gddim_numerics.corrector`
-    into the tables.
+    into the tables. ``kernel_values``: see :func:`multistep_weights`.
     """
     ts = np.asarray(ts, dtype=np.float64)
     form = _check_form(form)
@@ -217,13 +223,15 @@ def deterministic_tables(diffusion: LinearDiffusion, ts, order: int = 1, factor_
     s, t = ts[:-1], ts[1:]
     orders = step_orders(len(s), order, lower_order_final)
     state = step_state(diffusion, s, t, form)
-    hist = multistep_weights(diffusion, ts, orders, form, factor_name, phi, 0, n_nodes, max_ratio)
+    hist = multistep_weights(diffusion, ts, orders, form, factor_name, phi, 0, n_nodes, max_ratio,
+                             kernel_values=kernel_values)
     extra = {}
     if corrector:
         if len(s) < 2:
             raise ValueError("corrector=True needs at least 2 steps (nfe >= 2): the last step is never corrected")
         counts = corrector_orders(orders)
-        corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio)
+        corr = multistep_weights(diffusion, ts, counts, form, factor_name, phi, 1, n_nodes, max_ratio,
+                                 kernel_values=kernel_values)
         jac = batched_inverse(factor(diffusion, s, factor_name)) if form == "eps" else None
         hist, orders, extra = corrector_fields(state, hist, orders, corr, counts, jac)
     io = io_tables(diffusion, s, output, factor_name)

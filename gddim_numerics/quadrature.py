@@ -21,7 +21,8 @@ instead of algebraically across a jump in a derivative.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from functools import lru_cache
 
 import numpy as np
@@ -103,6 +104,42 @@ def lagrange_basis(phi_tau: np.ndarray, phi_nodes: np.ndarray) -> np.ndarray:
     return out
 
 
+class KernelValues:
+    """Kernel values at quadrature nodes kept for reuse: a bounded store shared by many table builds.
+
+    A step's nodes depend only on its end points, the panel rule and the refinement, not on the order,
+    the extrapolation variable or predictor/corrector, so builds on one grid (every scheme of a family,
+    a predictor and its corrector) and on grids that share steps integrate the same kernel values. Rows
+    are keyed by the kernel's ``tag``, the step's end time and the exact node times, so a value is reused
+    only where it would be recomputed bit for bit. The least recently used rows go first beyond
+    ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20):
+        self.max_bytes, self.bytes = int(max_bytes), 0
+        self._rows: OrderedDict = OrderedDict()
+
+    def rows(self, kernel: Callable, tag: Hashable, t_end: np.ndarray, tau: np.ndarray,
+             value_shape: tuple) -> np.ndarray:
+        """``kernel(t_end[i], tau[i, j])`` for every step row ``i`` and node ``j``, ``tau.shape + value_shape``;
+        only the rows not kept are evaluated (in one call)."""
+        keys = [(tag, float(t), row.tobytes()) for t, row in zip(t_end, tau)]
+        missing = [i for i, key in enumerate(keys) if key not in self._rows]
+        if missing:
+            new_tau = tau[missing]
+            t_to = np.broadcast_to(t_end[missing][:, None], new_tau.shape)
+            values = kernel(t_to.ravel(), new_tau.ravel()).reshape(new_tau.shape + value_shape)
+            for i, row in zip(missing, values):
+                self._rows[keys[i]] = row
+                self.bytes += row.nbytes
+        out = np.stack([self._rows[key] for key in keys])
+        for key in keys:
+            self._rows.move_to_end(key)
+        while self.bytes > self.max_bytes and self._rows:
+            self.bytes -= self._rows.popitem(last=False)[1].nbytes
+        return out
+
+
 def exponential_weights(
     kernel: Callable[[np.ndarray, np.ndarray], np.ndarray],
     ts: np.ndarray,
@@ -115,6 +152,7 @@ def exponential_weights(
     max_refine: int = 64,
     lead: int = 0,
     breakpoints=None,
+    kernel_values: tuple[KernelValues, Hashable] | None = None,
 ) -> np.ndarray:
     """Weights ``W (N, q_max, M, k, k)`` for every step of the grid ``ts``.
 
@@ -139,6 +177,9 @@ def exponential_weights(
         Sorted times where the kernel is not smooth (``LinearDiffusion.breakpoints``); those inside
         a step are extra panel edges, so each step converges to ``tol`` (a PCHIP-interpolated
         schedule's second derivative jumps at its knots: without them ~1e-9 after 64x refinement).
+    kernel_values : (KernelValues, tag), optional
+        A store of kernel values and the tag that names ``kernel`` in it: node rows kept there are
+        reused, new ones are added (the weights are the same bit for bit).
     """
     phi = (lambda t: t) if variable is None else variable
     ts = np.asarray(ts, dtype=np.float64)
@@ -161,11 +202,12 @@ def exponential_weights(
     groups = sorted({(int(q), int(p), int(c)) for q, p, c in zip(orders, base_panels, inside)})
     for q, p, c in groups:
         steps = np.flatnonzero((orders == q) & (base_panels == p) & (inside == c))
-        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp, value_shape)
+        coarse = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, 1, chunk_values, lead, bp, value_shape,
+                          kernel_values)
         refine = 2
         while steps.size:
             fine = _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, bp,
-                            value_shape)
+                            value_shape, kernel_values)
             axes = tuple(range(1, fine.ndim))
             scale = np.max(np.abs(fine), axis=axes)
             err = np.max(np.abs(fine - coarse), axis=axes)
@@ -180,9 +222,10 @@ def exponential_weights(
     return out
 
 
-def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, breakpoints, value_shape):
+def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values, lead, breakpoints, value_shape,
+             kernel_values=None):
     """Quadrature of every step in ``steps`` (all of order ``q``) at one panel refinement; the kernel's values
-    have shape ``value_shape`` ``(M, k, k)``, a tuple."""
+    have shape ``value_shape`` ``(M, k, k)``, a tuple (``kernel_values``: see :func:`exponential_weights`)."""
     tau, w = panel_nodes(ts[steps], ts[steps + 1], n_nodes=n_nodes, max_ratio=max_ratio, refine=refine,
                          breakpoints=breakpoints)
     out = np.empty((len(steps), q) + value_shape)
@@ -192,8 +235,12 @@ def _weights(kernel, phi, ts, steps, q, n_nodes, max_ratio, refine, chunk_values
     for c0 in range(0, len(steps), chunk):
         sl = slice(c0, c0 + chunk)
         st, tt, ww = steps[sl], tau[sl], w[sl]
-        t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
-        kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + value_shape)
+        if kernel_values is None:
+            t_to = np.broadcast_to(ts[st + 1][:, None], tt.shape)
+            kern = kernel(t_to.ravel(), tt.ravel()).reshape(tt.shape + value_shape)
+        else:
+            store, tag = kernel_values
+            kern = store.rows(kernel, tag, ts[st + 1], tt, value_shape)
         ell = lagrange_basis(phi(tt), phi(ts[hist_idx[sl]]))  # (n, q, m)
         flat = kern.reshape(kern.shape[:2] + (-1,))  # (n, m, M k k): sum over the nodes m as one product
         out[sl] = ((ell * ww[:, None, :]) @ flat).reshape((len(st), q) + value_shape)

@@ -86,3 +86,48 @@ def test_plan_tables_are_cached_and_immutable():
     assert gd.GDDIM(sde, ts, order=3).tables is not first
     with pytest.raises(ValueError):
         first.history[0, 0, 0, 0, 0] = 1.0
+
+
+@pytest.mark.parametrize("name", ["vp", "cld", "bdm", "vp_discrete"])
+def test_shared_kernel_values_give_the_same_tables_and_save_evaluations(name):
+    """Tables built with a shared :class:`KernelValues` store equal those built alone, bit for bit, for every
+    scheme of the auto family on three grids (one sharing steps with another; the discrete VP splits panels at its
+    knots); the corrector's weights on the predictor's steps evaluate no kernel row the predictor did not; the
+    store keeps to its byte bound."""
+    from gddim_numerics.auto import FAMILY
+    from gddim_numerics.plans import deterministic_tables
+    from gddim_numerics.quadrature import KernelValues, exponential_weights
+
+    table = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))
+    sde = gd.VPSDE.discrete(alphas_cumprod=table) if name == "vp_discrete" else DIFFUSIONS[name]()
+    store = KernelValues()
+    grids = [gd.time_grid(sde, 8, "power", power=2), gd.time_grid(sde, 8, "power", power=3)]
+    grids.append(np.concatenate([grids[0][:4], grids[1][4:]]))
+    for ts in grids:
+        for scheme in FAMILY:
+            alone = deterministic_tables(sde, ts, **scheme.options())
+            shared = deterministic_tables(sde, ts, **scheme.options(), kernel_values=store)
+            for field in ("state", "history", "correction", "reanchor"):
+                a, b = getattr(alone, field), getattr(shared, field)
+                assert (a is None and b is None) or np.array_equal(a, b), (scheme, field)
+
+    rows_evaluated = []
+    kernel = gd.plans.eps_kernel(sde)
+
+    def counting(t, tau):
+        rows_evaluated.append(len(tau))
+        return kernel(t, tau)
+
+    small = KernelValues(max_bytes=10**9)
+    ts = grids[0]
+    exponential_weights(counting, ts, np.minimum(np.arange(1, 9), 3), kernel_values=(small, "eps"),
+                        breakpoints=sde.breakpoints)
+    first = sum(rows_evaluated)
+    # the corrector's weights (newest node one step later) on the same steps: the same node rows
+    exponential_weights(counting, ts, np.minimum(np.arange(1, 9), 3), kernel_values=(small, "eps"), lead=1,
+                        breakpoints=sde.breakpoints)
+    assert first > 100 and sum(rows_evaluated) == first + 1  # only the one-node call that reads the value shape
+    tight = KernelValues(max_bytes=small.bytes // 3)
+    exponential_weights(counting, ts, np.minimum(np.arange(1, 9), 3), kernel_values=(tight, "eps"),
+                        breakpoints=sde.breakpoints)
+    assert 0 < tight.bytes <= tight.max_bytes
