@@ -173,8 +173,8 @@ def group_problems(problems: ModalProblems, diffusion, tol: float) -> ModalProbl
     means, covs = [], []
     for g in groups:
         moment = np.einsum("ga,gb->ab", problems.mean[g], problems.mean[g]) / len(g)
-        _, vecs = np.linalg.eigh(moment)
-        means.append(np.sqrt(max(float(np.trace(moment)), 0.0)) * vecs[:, -1])
+        top = np.ones(1) if problems.size == 1 else np.linalg.eigh(moment)[1][:, -1]  # n = 1: the direction is 1
+        means.append(np.sqrt(max(float(np.trace(moment)), 0.0)) * top)
         covs.append(problems.cov[g].mean(axis=0))
     return ModalProblems(np.array([problems.mode[g[0]] for g in groups]), np.array(means), np.array(covs),
                          problems.exact, problems.event_shape, np.array([float(len(g)) for g in groups]))
