@@ -116,6 +116,8 @@ class KernelValues:
     """
 
     def __init__(self, max_bytes: int = 64 * 2**20):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an integer >= 0; got {max_bytes!r}")
         self.max_bytes, self.bytes = int(max_bytes), 0
         self._rows: OrderedDict = OrderedDict()
 
@@ -130,7 +132,7 @@ class KernelValues:
             t_to = np.broadcast_to(t_end[missing][:, None], new_tau.shape)
             values = kernel(t_to.ravel(), new_tau.ravel()).reshape(new_tau.shape + value_shape)
             for i, row in zip(missing, values):
-                self._rows[keys[i]] = row
+                self._rows[keys[i]] = row.copy()  # its own memory, so that evicting it frees it
                 self.bytes += row.nbytes
         out = np.stack([self._rows[key] for key in keys])
         for key in keys:

@@ -93,7 +93,7 @@ def test_shared_kernel_values_give_the_same_tables_and_save_evaluations(name):
     """Tables built with a shared :class:`KernelValues` store equal those built alone, bit for bit, for every
     scheme of the auto family on three grids (one sharing steps with another; the discrete VP splits panels at its
     knots); the corrector's weights on the predictor's steps evaluate no kernel row the predictor did not; the
-    store keeps to its byte bound."""
+    store keeps to its byte bound; a bad bound is refused."""
     from gddim_numerics.auto import FAMILY
     from gddim_numerics.plans import deterministic_tables
     from gddim_numerics.quadrature import KernelValues, exponential_weights
@@ -131,3 +131,6 @@ def test_shared_kernel_values_give_the_same_tables_and_save_evaluations(name):
     exponential_weights(counting, ts, np.minimum(np.arange(1, 9), 3), kernel_values=(tight, "eps"),
                         breakpoints=sde.breakpoints)
     assert 0 < tight.bytes <= tight.max_bytes
+    for bad in (-1, 1.5, True, "64"):
+        with pytest.raises(ValueError, match="max_bytes must be an integer"):
+            KernelValues(max_bytes=bad)
