@@ -50,10 +50,45 @@ def test_quick_bench_writes_json_with_every_section(quick_bench):
     assert auto_section["status"] == "ok" and auto_section["image_size"] == 8
     assert {r["diffusion"] for r in auto_section["results"]} == {"vp", "cld", "bdm8"}
     schemes = [s.options() for s in auto.FAMILY]
+    assert auto_section["repeats"] == 1  # --quick: one cold build per case
     for r in auto_section["results"]:  # the grid search scores the whole family first, then refines
         assert r["full_s"] > 0 and r["pick_s"] > 0 and r["paper_plan_s"] > 0
+        assert r["runs_s"] == {"paper": [r["paper_plan_s"]], "full": [r["full_s"]], "pick": [r["pick_s"]]}
         assert r["scheme"] in schemes and r["evaluations"] >= len(auto.FAMILY)
     assert load["loaded"] == (max(load["before"][0], load["after"][0]) > load["limit"])
+
+
+def test_auto_section_reports_the_median_of_interleaved_cold_builds(monkeypatch):
+    """Without --quick each case is built AUTO_REPEATS times (paper plan, full, pick interleaved, every one on a
+    fresh diffusion) and the median is reported, the fastest and slowest beside it; the targets apply to the
+    median. Timed calls are replaced by a clock that returns known durations."""
+    from gddim_numerics.validation import bench_auto
+
+    durations = iter([0.01, 2.5, 0.30, 0.03, 1.5, 0.10, 0.02, 1.9, 0.15] * 3)
+    calls = []
+
+    def fake_choice(factory, nfe, optimize_grid):
+        if nfe == 2:  # the untimed warm-up
+            return 0.0, {}
+        calls.append(("full" if optimize_grid else "pick", nfe))
+        return next(durations), {"evaluations": 20, "scheme": auto.PAPER.options()}
+
+    def fake_paper(factory, nfe):
+        calls.append(("paper", nfe))
+        return next(durations)
+
+    monkeypatch.setattr(bench_auto, "timed_choice", fake_choice)
+    monkeypatch.setattr(bench_auto, "timed_paper_plan", fake_paper)
+    monkeypatch.setattr(bench_auto, "AUTO_NFE", (10,))
+    monkeypatch.setattr(bench_auto, "problems", lambda size: {"vp": None})
+    section = bench_auto.auto_cost(bench.BenchConfig(sections=("auto",)), lambda text: None)
+    assert calls == [("paper", 10), ("full", 10), ("pick", 10)] * 3
+    (row,) = section["results"]
+    assert row["runs_s"] == {"paper": [0.01, 0.03, 0.02], "full": [2.5, 1.5, 1.9], "pick": [0.30, 0.10, 0.15]}
+    assert (row["paper_plan_s"], row["full_s"], row["pick_s"]) == (0.02, 1.9, 0.15)
+    assert row["meets_full"] and row["meets_pick"] and section["repeats"] == bench_auto.AUTO_REPEATS == 3
+    cells = bench_auto.auto_table(section).rows[0]
+    assert cells[2] == "1.90 ✓ (1.50–2.50)" and cells[3] == "0.150 ✓ (0.100–0.300)"
 
 
 def test_quick_bench_coefficients_match_the_rebuild(quick_bench):

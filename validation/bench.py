@@ -29,7 +29,8 @@ Sections (``--sections``, all by default)
     UniPC (2, 3) and DEIS (2, 3) with their best options, and gDDIM ÷ best peer.
 ``auto``
     :mod:`.bench_auto`: the cold cost of choosing a ``gddim_auto`` plan (grid optimised, and the family
-    pick alone) for VP, CLD and BDM 32×32 at NFE 10 and 50, against the cold build of the paper's plan.
+    pick alone) for VP, CLD and BDM 32×32 at NFE 10 and 50, against the cold build of the paper's plan
+    (medians of three interleaved cold builds).
 
 A backend or peer that is not installed is reported as skipped with the reason. The output is a
 set of Markdown tables on stdout and, with ``--out DIR``, ``bench.json`` and ``bench.md``.
