@@ -56,7 +56,9 @@ skipped, so every plan stays exact on Dirac data to rounding.
 
 Without statistics :meth:`DataStatistics.default` (standardised data) is used. Plans are cached per
 diffusion (bounded, :data:`CACHE_SIZE`) by (NFE, grid, options, statistics fingerprint); a failed
-build caches nothing.
+build caches nothing. The search's one-time work for a statistics fingerprint (modal problems, exact-flow
+matrices, the probes and their reference solves) is kept too (:meth:`~.auto_search.Search.keep`, bounded by
+:data:`~.auto_search.SEARCH_CACHE_SIZE`), so plans for other NFEs or options start from it, with the same result.
 
 BDM with many modes: the surrogate of a candidate is evaluated on at most :data:`MAX_MODES`
 representative modes (quantiles of the DCT frequency; every data mode is scored with the tables of
@@ -161,9 +163,20 @@ def default_statistics(diffusion: LinearDiffusion) -> DataStatistics:
 
 def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = True, budget: int = 20,
            t_start: float | None = None, t_end: float | None = None) -> tuple[Scheme, np.ndarray, dict]:
-    """The scheme and grid :func:`auto_plan` builds, and a report ``{"error", "pick_error", "paper_error", ...}``."""
-    diffusion = statistics.diffusion
-    search = Search(statistics)
+    """The scheme and grid :func:`auto_plan` builds, and a report ``{"error", "pick_error", "paper_error", ...}``.
+
+    The search's one-time work is kept on the diffusion after a successful choice (:meth:`Search.keep`), so a
+    choice for another NFE, grid or option on the same statistics starts from it.
+    """
+    search = Search.of(statistics)
+    with search.choice():
+        result = _choose(search, nfe, ts, optimize_grid, budget, t_start, t_end)
+    search.keep()
+    return result
+
+
+def _choose(search: Search, nfe, ts, optimize_grid, budget, t_start, t_end) -> tuple[Scheme, np.ndarray, dict]:
+    diffusion = search.diffusion
     t0 = diffusion.t_start if t_start is None else float(t_start)
     t1 = diffusion.t_end if t_end is None else float(t_end)
     base = time_grid(diffusion, nfe, "power", power=BASE_POWER, t_start=t0, t_end=t1) if ts is None else ts

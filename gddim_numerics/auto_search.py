@@ -14,6 +14,9 @@ data mode is scored with the tables of its group's representative).
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -48,6 +51,10 @@ ENSEMBLE = (1.0, 0.1, 0.01, 1e-3)
 #: (weight, component scale) of the switching probes (:class:`~gddim_numerics.probe.ProbeSet`) that guard
 #: every pick other than the paper's scheme.
 PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
+#: Searches kept per diffusion (by statistics fingerprint, least recently used out first): plans for other NFEs,
+#: grids or options on the same statistics reuse the one-time work (modal problems, exact-flow matrices, the
+#: probes and their reference solves).
+SEARCH_CACHE_SIZE = 4
 #: Multi-mode diffusions scored per mode: the probes run in the mode of largest variance of each of this many
 #: frequency bands (equal numbers of modes, by the mode's rate of decay), since modes of other frequencies
 #: are noised on other schedules and a plan can follow switching in one and not in another.
@@ -116,12 +123,44 @@ class Search:
         self.search_stats = _StatsView(self.search_diffusion, statistics)
         self.probed = self._probed_problems()
         self._probes: dict = {}
+        self._clear_choice()
+
+    def _clear_choice(self) -> None:
+        """Drop what one choice builds: candidate tables, the kernel values behind them, the reference, and the
+        probes' blocks at the candidates' times."""
+        for probe_sets in self._probes.values():
+            for probes in probe_sets:
+                probes.forget_times()
         self._tables: dict = {}
         #: kernel values at quadrature nodes, shared by the candidates' table builds (steps recur across schemes,
         #: predictor and corrector, and grids)
         self._kernel_values = KernelValues()
         #: member errors of the paper's scheme on the base grid (the relative objective's reference)
         self.reference: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, statistics: DataStatistics) -> "Search":
+        """The search kept on ``statistics.diffusion`` for these statistics (:meth:`keep`), else a new one."""
+        kept = statistics.diffusion.__dict__.get("_search_cache", {}).get(statistics.fingerprint)
+        return cls(statistics) if kept is None else kept
+
+    @contextmanager
+    def choice(self) -> Iterator["Search"]:
+        """One choice: per-choice caches start empty and are dropped afterwards (they can be large; the one-time
+        work is kept)."""
+        self._clear_choice()
+        try:
+            yield self
+        finally:
+            self._clear_choice()
+
+    def keep(self) -> None:
+        """Keep this search on its diffusion for later choices on the same statistics (:data:`SEARCH_CACHE_SIZE`)."""
+        cache = self.diffusion.__dict__.setdefault("_search_cache", OrderedDict())
+        cache[self.statistics.fingerprint] = self
+        cache.move_to_end(self.statistics.fingerprint)
+        while len(cache) > SEARCH_CACHE_SIZE:
+            cache.popitem(last=False)
 
     def _probed_problems(self) -> list[int | None]:
         """Problems the probes run in: the default (largest excess) for one mode or a dense problem; for a

@@ -140,6 +140,12 @@ class ProbeSet:
             out.append(self._cache[key])
         return out
 
+    def forget_times(self) -> None:
+        """Drop the diffusion's blocks kept by time (:meth:`at`): a later plan's grid has other times, and they
+        are recomputed, the same, where needed."""
+        self._cache.clear()
+        self._shared.clear()
+
     def score(self, probe: Probe, t: float, u: np.ndarray) -> np.ndarray:
         """Exact score of ``probe``'s marginal at time ``t`` for states ``u (n, B)``."""
         return self._scores(_stack([probe]), t, u[None])[0]

@@ -101,6 +101,47 @@ def test_bad_input_caches_nothing():
     assert len(cache) == 0
 
 
+def test_later_choices_reuse_the_search_and_equal_a_fresh_one(monkeypatch):
+    """A choice for another NFE on the same statistics reuses the kept search: no new exact-flow or probe-reference
+    solve, and the same scheme, grid and report, bit for bit, as a choice on a fresh diffusion; what one choice
+    builds (tables, kernel values) is not kept; a failed choice keeps no search."""
+    from gddim_numerics import probe, surrogate
+    from gddim_numerics.auto_search import Search
+
+    solves = {"flow": 0, "probe reference": 0}
+    flow, reference = surrogate._flow_matrix, probe.ProbeSet._reference
+
+    def counted_flow(*args):
+        solves["flow"] += 1
+        return flow(*args)
+
+    def counted_reference(self):
+        solves["probe reference"] += 1
+        return reference(self)
+
+    monkeypatch.setattr(surrogate, "_flow_matrix", counted_flow)
+    monkeypatch.setattr(probe.ProbeSet, "_reference", counted_reference)
+    sde, ev = KINDS["cld"]
+    kept_sde = type(sde)()
+    gd.auto_plan(kept_sde, 5, _stats(kept_sde, ev, 3, 0.5))
+    assert solves["flow"] > 0 and solves["probe reference"] > 0
+    first = dict(solves)
+    again = gd.auto_plan(kept_sde, 7, _stats(kept_sde, ev, 3, 0.5))  # new statistics object, same fingerprint
+    assert solves == first
+    (search,) = kept_sde.__dict__["_search_cache"].values()
+    assert search._tables == {} and search._kernel_values.bytes == 0
+    fresh_sde = type(sde)()
+    fresh = gd.auto_plan(fresh_sde, 7, _stats(fresh_sde, ev, 3, 0.5))
+    assert again.auto_report == fresh.auto_report and np.array_equal(again.ts, fresh.ts)
+    assert Search.of(_stats(fresh_sde, ev, 3, 0.5)) is next(iter(fresh_sde.__dict__["_search_cache"].values()))
+
+    failing = type(sde)()
+    monkeypatch.setattr(auto, "FAMILY", ())  # no candidate: the choice raises
+    with pytest.raises(ValueError, match="no scheme of the family"):
+        gd.auto_plan(failing, 5, _stats(failing, ev, 3, 0.5))
+    assert "_search_cache" not in failing.__dict__
+
+
 def test_grid_stage_keeps_the_best_of_the_top_ranked_schemes(monkeypatch):
     """Stage 2 refines the grids of GRID_SCHEMES passing schemes: the result is no worse than refining only the
     stage-1 pick, and its objective is what the public surrogate gives the returned scheme and grid."""
