@@ -168,7 +168,7 @@ def choose(statistics: DataStatistics, nfe: int, ts=None, optimize_grid: bool = 
     The search's one-time work is kept on the diffusion after a successful choice (:meth:`Search.keep`), so a
     choice for another NFE, grid or option on the same statistics starts from it.
     """
-    search = Search.of(statistics)
+    search = Search.take(statistics)
     with search.choice():
         result = _choose(search, nfe, ts, optimize_grid, budget, t_start, t_end)
     search.keep()

@@ -13,6 +13,7 @@ data mode is scored with the tables of its group's representative).
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -55,6 +56,8 @@ PROBES = ((0.5, 0.1), (0.5, 0.01), (0.2, 0.1), (0.2, 0.01))
 #: grids or options on the same statistics reuse the one-time work (modal problems, exact-flow matrices, the
 #: probes and their reference solves).
 SEARCH_CACHE_SIZE = 4
+#: Guards the kept searches of every diffusion (a search is taken out while a choice uses it).
+_KEPT = threading.Lock()
 #: Multi-mode diffusions scored per mode: the probes run in the mode of largest variance of each of this many
 #: frequency bands (equal numbers of modes, by the mode's rate of decay), since modes of other frequencies
 #: are noised on other schedules and a plan can follow switching in one and not in another.
@@ -139,9 +142,11 @@ class Search:
         self.reference: np.ndarray | None = None
 
     @classmethod
-    def of(cls, statistics: DataStatistics) -> "Search":
-        """The search kept on ``statistics.diffusion`` for these statistics (:meth:`keep`), else a new one."""
-        kept = statistics.diffusion.__dict__.get("_search_cache", {}).get(statistics.fingerprint)
+    def take(cls, statistics: DataStatistics) -> "Search":
+        """The search kept on ``statistics.diffusion`` for these statistics (:meth:`keep`), taken out of the cache
+        while a choice uses it (a concurrent choice on the same statistics makes its own), else a new one."""
+        with _KEPT:
+            kept = statistics.diffusion.__dict__.get("_search_cache", {}).pop(statistics.fingerprint, None)
         return cls(statistics) if kept is None else kept
 
     @contextmanager
@@ -156,11 +161,12 @@ class Search:
 
     def keep(self) -> None:
         """Keep this search on its diffusion for later choices on the same statistics (:data:`SEARCH_CACHE_SIZE`)."""
-        cache = self.diffusion.__dict__.setdefault("_search_cache", OrderedDict())
-        cache[self.statistics.fingerprint] = self
-        cache.move_to_end(self.statistics.fingerprint)
-        while len(cache) > SEARCH_CACHE_SIZE:
-            cache.popitem(last=False)
+        with _KEPT:
+            cache = self.diffusion.__dict__.setdefault("_search_cache", OrderedDict())
+            cache[self.statistics.fingerprint] = self
+            cache.move_to_end(self.statistics.fingerprint)
+            while len(cache) > SEARCH_CACHE_SIZE:
+                cache.popitem(last=False)
 
     def _probed_problems(self) -> list[int | None]:
         """Problems the probes run in: the default (largest excess) for one mode or a dense problem; for a

@@ -104,7 +104,8 @@ def test_bad_input_caches_nothing():
 def test_later_choices_reuse_the_search_and_equal_a_fresh_one(monkeypatch):
     """A choice for another NFE on the same statistics reuses the kept search: no new exact-flow or probe-reference
     solve, and the same scheme, grid and report, bit for bit, as a choice on a fresh diffusion; what one choice
-    builds (tables, kernel values) is not kept; a failed choice keeps no search."""
+    builds (tables, kernel values) is not kept; a search in use is out of the cache; a failed choice keeps no
+    search."""
     from gddim_numerics import probe, surrogate
     from gddim_numerics.auto_search import Search
 
@@ -133,7 +134,12 @@ def test_later_choices_reuse_the_search_and_equal_a_fresh_one(monkeypatch):
     fresh_sde = type(sde)()
     fresh = gd.auto_plan(fresh_sde, 7, _stats(fresh_sde, ev, 3, 0.5))
     assert again.auto_report == fresh.auto_report and np.array_equal(again.ts, fresh.ts)
-    assert Search.of(_stats(fresh_sde, ev, 3, 0.5)) is next(iter(fresh_sde.__dict__["_search_cache"].values()))
+    kept = fresh_sde.__dict__["_search_cache"]
+    (mine,) = kept.values()
+    taken = Search.take(_stats(fresh_sde, ev, 3, 0.5))  # in use: out of the cache, a concurrent choice makes its own
+    assert taken is mine and len(kept) == 0 and Search.take(_stats(fresh_sde, ev, 3, 0.5)) is not mine
+    taken.keep()
+    assert list(kept.values()) == [mine]
 
     failing = type(sde)()
     monkeypatch.setattr(auto, "FAMILY", ())  # no candidate: the choice raises
