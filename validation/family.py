@@ -36,9 +36,10 @@ The work is a list of :class:`~.executor.Task`: one reference per problem, and o
 (problem, method, NFE) that needs it; every random draw is seeded by the problem's seed, so the
 results do not depend on the order of execution.
 
-Cost: ``gddim_auto``'s plan search dominates (one search per problem and NFE; the references take
-seconds). All 204 problems × ``paper_q3`` and ``auto`` × 4 NFE took 49 minutes with ``--workers 2`` on an
-idle 2-core machine (13 schemes in ``gddim_auto``'s family).
+Cost: ``gddim_auto``'s plan search dominates (one choice per problem and NFE; a worker builds each problem
+once and the choices for its NFEs share the search's one-time work; the references take seconds). All 204
+problems × ``paper_q3`` and ``auto`` × 4 NFE took 30 minutes with ``--workers 2`` on an idle 2-core machine
+(13 schemes in ``gddim_auto``'s family).
 """
 
 from __future__ import annotations
